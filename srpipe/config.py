@@ -1,0 +1,277 @@
+"""Stage configurations and the one loader that builds them from TOML.
+
+A pipeline file (``pipelines/<name>.toml``) holds one table per stage::
+
+    description = "EDSR-baseline x4, the paper's recipe"
+    [prepare]
+    scales = [2, 3, 4]
+    [train]
+    iterations = 300000
+    [train.model]
+    scale = 4
+
+Each table becomes the stage's frozen dataclass. Unknown keys, wrong types and bad values raise
+``ConfigError`` naming the file and the dotted key. Overrides (``--set model.n_feats=32``) are parsed as
+TOML values and applied with ``dataclasses.replace``. Nothing else flows around as a dict.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from srpipe.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+T = TypeVar("T")
+Boundary = Literal["mirror", "replicate"]
+DIV2K_RGB_MEAN = (0.4488, 0.4371, 0.4040)
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    """``srpipe prepare``: HR sub-images and aligned MATLAB-bicubic LR into HDF5 stores."""
+
+    scales: tuple[int, ...] = (2, 3, 4)
+    hr_size: int = 480  # HR sub-image side; must be divisible by every scale
+    stride: int = 240  # step between HR sub-images
+    boundary: Boundary = "mirror"
+    valid_count: int = 10  # images held out (deterministically) when the folder has no split
+    max_pixels: int = 178_956_970  # decompression-bomb cap (Pillow's default)
+    workers: int = 2
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """EDSR hyperparameters. ``preset`` fills blocks/features/res_scale when they are left at 0."""
+
+    arch: Literal["edsr"] = "edsr"
+    scale: int = 4
+    n_resblocks: int = 16
+    n_feats: int = 64
+    res_scale: float = 1.0
+    rgb_mean: tuple[float, float, float] = DIV2K_RGB_MEAN
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """``srpipe train``: the EDSR recipe and its options."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    stores: str = ""  # folder with train.h5/valid.h5; "" = the workspace's stores/
+    batch_size: int = 16
+    patch_size: int = 48  # LR patch side
+    iterations: int = 300_000
+    lr: float = 1e-4
+    optimizer: Literal["adam", "adamw"] = "adam"
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    scheduler: Literal["step", "cosine"] = "step"
+    milestones: tuple[int, ...] = (200_000,)
+    gamma: float = 0.5
+    loss: Literal["l1", "charbonnier"] = "l1"
+    grad_clip: float = 0.0  # max grad norm; 0 = off
+    ema_decay: float = 0.0  # 0 = no EMA weights
+    init_from: str = ""  # checkpoint to initialise from (e.g. x2 weights for x3/x4)
+    precision: Literal["fp32", "bf16", "fp16"] = "bf16"  # autocast dtype on GPU; CPU honours it too
+    channels_last: bool = True
+    compile: bool = False
+    data_on_device: bool = False  # hold the whole store on the GPU and crop there
+    workers: int = 2
+    val_every: int = 5000
+    val_images: int = 0  # 0 = all validation images
+    early_stop_patience: int = 0  # validations without improvement before stopping; 0 = off
+    log_every: int = 100
+    checkpoint_every: int = 1000
+    max_bad_steps: int = 10  # consecutive non-finite losses before aborting
+    device: Literal["auto", "cuda", "cpu"] = "auto"
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """``srpipe export``: ONNX export and its verification."""
+
+    opset: int = 17
+    fp16: bool = False
+    atol: float = 1e-4  # max |ONNX - PyTorch| allowed for fp32
+
+
+@dataclass(frozen=True)
+class ProcessConfig:
+    """``srpipe process``: tiled ONNX Runtime upscaling of files and folders."""
+
+    scale: int = 4
+    tile: int = 192  # LR tile side; 0 = whole image at once
+    overlap: int = 0  # LR pixels shared by neighbouring tiles; 0 = the model's recommendation
+    batch: int = 4
+    device: Literal["auto", "cuda", "cpu"] = "auto"
+    format: Literal["same", "png", "jpg", "webp", "tiff"] = "same"
+    quality: int = 95
+    overwrite: bool = False
+    ensemble: bool = False
+    extensions: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
+    max_pixels: int = 178_956_970
+    threads: int = 0  # ONNX Runtime intra-op threads; 0 = all cores
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """A whole recipe: one config per stage, as read from one TOML file."""
+
+    name: str = "default"
+    description: str = ""
+    prepare: PrepareConfig = field(default_factory=PrepareConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    process: ProcessConfig = field(default_factory=ProcessConfig)
+
+
+def pipeline_dirs() -> list[Path]:
+    """Folders searched for ``<name>.toml``: ./pipelines, then the source checkout's pipelines/."""
+    return [Path.cwd() / "pipelines", Path(__file__).resolve().parents[1] / "pipelines"]
+
+
+def find_pipeline(name_or_path: str | Path) -> Path:
+    """Resolve a pipeline name (``edsr-baseline-x4``) or a path to an existing TOML file."""
+    candidate = Path(name_or_path)
+    if candidate.suffix == ".toml" or candidate.exists():
+        if not candidate.is_file():
+            raise ConfigError(f"{candidate}: pipeline file not found")
+        return candidate
+    for folder in pipeline_dirs():
+        path = folder / f"{name_or_path}.toml"
+        if path.is_file():
+            return path
+    known = sorted({p.stem for d in pipeline_dirs() if d.is_dir() for p in d.glob("*.toml")})
+    raise ConfigError(f"unknown pipeline '{name_or_path}'; known: {', '.join(known) or 'none'}")
+
+
+def load_pipeline(name_or_path: str | Path) -> Pipeline:
+    """Load a pipeline file into a ``Pipeline``; errors name the file and the dotted key."""
+    path = find_pipeline(name_or_path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read pipeline: {exc}") from exc
+    data.setdefault("name", path.stem)
+    return from_dict(Pipeline, data, source=str(path))
+
+
+def from_dict(cls: type[T], data: dict[str, Any], *, source: str, prefix: str = "") -> T:
+    """Build dataclass ``cls`` from parsed TOML, checking every key and value."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if key not in names:
+            raise ConfigError(f"{source}: unknown key '{dotted}' (known: {', '.join(sorted(names))})")
+        kwargs[key] = _coerce(hints[key], value, source=source, key=dotted)
+    try:
+        obj = cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{source}: {prefix.rstrip('.') or 'config'}: {exc}") from exc
+    return obj
+
+
+def apply_overrides(obj: T, assignments: list[str] | tuple[str, ...], *, source: str = "--set") -> T:
+    """Return ``obj`` with ``key=value`` assignments applied (dotted keys reach nested configs).
+
+    Values are TOML literals (``lr=2e-4``, ``betas=[0.9, 0.99]``, ``loss="charbonnier"``); a bare word that
+    is not valid TOML is taken as a string (``loss=charbonnier``).
+    """
+    for assignment in assignments:
+        key, sep, text = assignment.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"{source}: expected key=value, got '{assignment}'")
+        try:
+            value = tomllib.loads(f"v = {text.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = text.strip()
+        obj = _replace_path(obj, key.split("."), value, source=source, dotted=key)
+    return obj
+
+
+def _replace_path(obj: Any, parts: list[str], value: Any, *, source: str, dotted: str) -> Any:
+    names = {f.name for f in dataclasses.fields(obj)}
+    head = parts[0]
+    if head not in names:
+        raise ConfigError(f"{source}: unknown key '{dotted}' (known here: {', '.join(sorted(names))})")
+    if len(parts) > 1:
+        child = getattr(obj, head)
+        if not dataclasses.is_dataclass(child):
+            raise ConfigError(f"{source}: '{dotted}': '{head}' has no sub-keys")
+        new = _replace_path(child, parts[1:], value, source=source, dotted=dotted)
+    else:
+        new = _coerce(typing.get_type_hints(type(obj))[head], value, source=source, key=dotted)
+    return dataclasses.replace(obj, **{head: new})
+
+
+def _coerce(tp: Any, value: Any, *, source: str, key: str) -> Any:
+    """Check ``value`` against annotation ``tp`` and convert it (lists to tuples, str to Path, ...)."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+
+    def bad(expected: str) -> ConfigError:
+        return ConfigError(f"{source}: key '{key}' must be {expected}, got {value!r}")
+
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise bad("a table")
+        return from_dict(tp, value, source=source, prefix=f"{key}.")
+    if origin is Literal:
+        if value not in args:
+            raise bad("one of " + ", ".join(repr(a) for a in args))
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(arg, value, source=source, key=key)
+            except ConfigError as exc:
+                errors.append(exc)
+        raise errors[0]
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise bad("an array")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(args[0], v, source=source, key=key) for v in value)
+        if len(value) != len(args):
+            raise bad(f"an array of {len(args)} values")
+        return tuple(_coerce(a, v, source=source, key=key) for a, v in zip(args, value, strict=True))
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise bad("true or false")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad("an integer")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad("a number")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise bad("a string")
+        return value
+    if tp is Path:
+        if not isinstance(value, str):
+            raise bad("a path string")
+        return Path(value)
+    raise ConfigError(f"{source}: key '{key}' has an unsupported type {tp!r}")  # pragma: no cover
