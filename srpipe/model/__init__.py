@@ -1,0 +1,1 @@
+"""EDSR model, checkpoints and foreign-weight import."""
