@@ -1,0 +1,100 @@
+"""Image metadata: EXIF orientation, EXIF rewriting for new pixels, ICC profile checks.
+
+EXIF is handled in one form throughout srpipe: ``b"Exif\\0\\0"`` followed by the TIFF structure (what a
+JPEG APP1 marker holds; PNG and WebP store it without the prefix, the writers strip it). Parsing and
+re-serialising go through Pillow's ``Image.Exif``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image as PILImage
+
+# IFD0 tags worth carrying from a TIFF into EXIF elsewhere (the rest describe the TIFF's own layout):
+# ImageDescription, Make, Model, X/YResolution, ResolutionUnit, Software, DateTime, Artist, Copyright
+_TIFF_EXIF_TAGS = (0x010E, 0x010F, 0x0110, 0x011A, 0x011B, 0x0128, 0x0131, 0x0132, 0x013B, 0x8298)
+_EXIF_IFD, _GPS_IFD, _ORIENTATION = 0x8769, 0x8825, 0x0112
+
+
+def apply_orientation(pixels: np.ndarray, orientation: int) -> np.ndarray:
+    """Stored pixels → displayed pixels for EXIF orientation 1-8 (2 mirror, 3 rotate 180, 4 flip,
+    5 transpose, 6 rotate 90° clockwise, 7 transverse, 8 rotate 90° anticlockwise); contiguous."""
+    ops = {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+           5: lambda a: a.swapaxes(0, 1), 6: lambda a: a[::-1].swapaxes(0, 1),
+           7: lambda a: a[::-1, ::-1].swapaxes(0, 1), 8: lambda a: a[:, ::-1].swapaxes(0, 1)}
+    op = ops.get(orientation)
+    return pixels if op is None else np.ascontiguousarray(op(pixels))
+
+
+def parse_orientation(value: object) -> int:
+    """An EXIF Orientation value, or 1 where it is missing or invalid."""
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def updated_exif(exif: bytes, width: int, height: int) -> bytes:
+    """``exif`` made true of new, display-oriented pixels of ``width``×``height``.
+
+    Orientation becomes 1 and PixelXDimension/PixelYDimension (ImageWidth/ImageLength in IFD0) take the
+    new size, where those tags are present; bytes come back unchanged (``b"Exif\\0\\0"`` prefixed)
+    when nothing needs changing. Rewritten EXIF loses its embedded thumbnail (IFD1), which showed the
+    old pixels anyway. Raises ``ValueError`` for data that is not EXIF.
+    """
+    data = normalise_exif(exif)
+    if not data or data[6:10] not in (b"II*\x00", b"MM\x00*"):
+        raise ValueError("not EXIF data (no TIFF header)")
+    parsed = exif_of(data)
+    changed = False
+
+    def put(table: dict[int, object] | PILImage.Exif, tag: int, value: int) -> None:
+        nonlocal changed
+        if tag in table and table[tag] != value:
+            table[tag] = value
+            changed = True
+
+    put(parsed, _ORIENTATION, 1)
+    put(parsed, 0x0100, width)
+    put(parsed, 0x0101, height)
+    sub = parsed.get_ifd(_EXIF_IFD)
+    put(sub, 0xA002, width)
+    put(sub, 0xA003, height)
+    return parsed.tobytes() if changed else data
+
+
+def normalise_exif(raw: bytes | None) -> bytes | None:
+    """EXIF in one form, ``b"Exif\\0\\0"`` + TIFF structure (PNG/WebP store it without the prefix)."""
+    if not raw:
+        return None
+    return raw if raw.startswith(b"Exif\x00\x00") else b"Exif\x00\x00" + raw
+
+
+def tiff_exif(parsed: PILImage.Exif) -> bytes | None:
+    """EXIF for a TIFF source: its descriptive IFD0 tags plus the Exif and GPS sub-IFDs."""
+    out = PILImage.Exif()
+    for tag in _TIFF_EXIF_TAGS:
+        if tag in parsed:
+            out[tag] = parsed[tag]
+    for ifd in (_EXIF_IFD, _GPS_IFD):
+        if sub := parsed.get_ifd(ifd):
+            out[ifd] = dict(sub)
+    return out.tobytes() if len(out) else None
+
+
+def icc_problem(icc: bytes, pixels: np.ndarray) -> str | None:
+    """Why ``icc`` cannot describe ``pixels`` (gray needs a GRAY profile, RGB(A) an RGB one), or None."""
+    if len(icc) < 132 or icc[36:40] != b"acsp":
+        return "not an ICC profile (no 'acsp' signature)"
+    declared = int.from_bytes(icc[:4], "big")
+    if declared > len(icc):
+        return f"truncated ICC profile ({len(icc)} of {declared} bytes)"
+    space, want = icc[16:20], (b"GRAY" if pixels.ndim == 2 else b"RGB ")
+    if space != want:
+        kind = "gray" if pixels.ndim == 2 else "RGB"
+        return f"its colour space {space.decode('latin-1').strip()!r} does not fit {kind} pixels"
+    return None
+
+
+def exif_of(data: bytes) -> PILImage.Exif:
+    """Parse EXIF bytes (with or without the ``Exif\\0\\0`` prefix); Pillow's errors propagate."""
+    exif = PILImage.Exif()
+    exif.load(data)
+    return exif

@@ -1,0 +1,189 @@
+"""srpipe.imaging.metadata and .atomic, through read_image/write_image: EXIF orientation (all 8, every
+decoder path), ICC/EXIF round trips and repairs, atomic replacement."""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image as PILImage
+from test_imaging_io import SRGB, H, W, exif_bytes, make, pillow_bytes
+
+from srpipe.imaging import io as imio
+from srpipe.imaging.io import atomic_path, read_image, updated_exif, write_image
+
+
+def displayed(a: np.ndarray, orientation: int) -> np.ndarray:
+    """Reference for EXIF orientations, written independently of the code under test."""
+    return {1: a, 2: np.fliplr(a), 3: np.rot90(a, 2), 4: np.flipud(a), 5: np.rot90(np.fliplr(a), 1),
+            6: np.rot90(a, -1), 7: np.rot90(np.fliplr(a), -1), 8: np.rot90(a, 1)}[orientation]
+
+
+def tiff16(pixels: np.ndarray, orientation: int = 1) -> bytes:
+    """A minimal uncompressed 16-bit TIFF (Pillow cannot write 16-bit colour), with an orientation tag."""
+    h, w = pixels.shape[:2]
+    c = 1 if pixels.ndim == 2 else pixels.shape[2]
+    data = np.ascontiguousarray(pixels, dtype="<u2").tobytes()
+    n = 11 if c == 4 else 10
+    extra_off = 8 + 2 + 12 * n + 4
+    bps = struct.pack("<" + "H" * c, *([16] * c)) if c > 1 else b""
+    data_off = extra_off + len(bps)
+    entries = [(256, 4, 1, w), (257, 4, 1, h), (258, 3, c, 16 if c == 1 else extra_off), (259, 3, 1, 1),
+               (262, 3, 1, 2 if c >= 3 else 1), (273, 4, 1, data_off), (274, 3, 1, orientation),
+               (277, 3, 1, c), (278, 4, 1, h), (279, 4, 1, len(data))] + ([(338, 3, 1, 2)] if c == 4 else [])
+    ifd = struct.pack("<H", n)
+    for tag, typ, count, value in entries:
+        packed = struct.pack("<HH", value, 0) if typ == 3 and count == 1 else struct.pack("<I", value)
+        ifd += struct.pack("<HHI", tag, typ, count) + packed
+    return b"II*\x00" + struct.pack("<I", 8) + ifd + b"\x00" * 4 + bps + data
+
+
+# ---- EXIF orientation -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP", "TIFF"])
+def test_orientation_applied_lossless_formats(tmp_path, rng, fmt, orientation):
+    pixels = make(rng, "rgb")
+    path = tmp_path / f"o.{fmt.lower()}"
+    params: dict[str, object] = {"lossless": True} if fmt == "WEBP" else {}
+    path.write_bytes(pillow_bytes(PILImage.fromarray(pixels), fmt, exif=exif_bytes(orientation), **params))
+    got = read_image(path)
+    np.testing.assert_array_equal(got.pixels, displayed(pixels, orientation))
+    assert got.pixels.flags.c_contiguous
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_orientation_applied_jpeg(tmp_path, rng, orientation):
+    img = PILImage.fromarray(make(rng, "rgb"))
+    (tmp_path / "o.jpg").write_bytes(pillow_bytes(img, "JPEG", exif=exif_bytes(orientation)))
+    (tmp_path / "ref.jpg").write_bytes(pillow_bytes(img, "JPEG", exif=exif_bytes(1)))
+    got = read_image(tmp_path / "o.jpg")
+    np.testing.assert_array_equal(got.pixels, displayed(read_image(tmp_path / "ref.jpg").pixels, orientation))
+    assert got.orientation == orientation
+    assert got.exif is not None and PILImage.Exif().load(got.exif) is None  # raw EXIF kept, parseable
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_orientation_applied_16bit_colour(tmp_path, rng, orientation):
+    """The OpenCV paths: 16-bit PNG (EXIF read by OpenCV) and 16-bit TIFF (libtiff rotates)."""
+    rgb16 = make(rng, "rgb", np.uint16)
+    types, chunks = [cv2.IMAGE_METADATA_EXIF], [np.frombuffer(exif_bytes(orientation)[6:], np.uint8)]
+    ok, buf = cv2.imencodeWithMetadata(".png", rgb16[..., ::-1].copy(), types, chunks)
+    assert ok
+    (tmp_path / "o.png").write_bytes(buf.tobytes())
+    np.testing.assert_array_equal(read_image(tmp_path / "o.png").pixels, displayed(rgb16, orientation))
+    (tmp_path / "o.tif").write_bytes(tiff16(rgb16, orientation))
+    np.testing.assert_array_equal(read_image(tmp_path / "o.tif").pixels, displayed(rgb16, orientation))
+
+
+# ---- ICC and EXIF --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg", ".webp", ".tif"])
+def test_icc_and_exif_round_trip_with_exif_made_true(tmp_path, rng, suffix):
+    pixels = make(rng, "rgb")
+    path = tmp_path / f"m{suffix}"
+    write_image(path, pixels, icc=SRGB, exif=exif_bytes(6))
+    got = read_image(path)
+    assert got.icc == SRGB
+    exif = PILImage.Exif()
+    exif.load(got.exif)
+    assert exif[0x010F] == "srpipe-test-camera" and exif.get(0x0112, 1) == 1  # orientation reset
+    assert got.orientation == 1 and got.pixels.shape == (H, W, 3)  # so not rotated again
+
+
+def test_icc_and_exif_round_trip_16bit_png(tmp_path, rng):
+    pixels = make(rng, "rgba", np.uint16)
+    write_image(tmp_path / "m.png", pixels, icc=SRGB, exif=exif_bytes(3))
+    got = read_image(tmp_path / "m.png")
+    np.testing.assert_array_equal(got.pixels, pixels)
+    assert got.icc == SRGB and got.exif is not None and got.orientation == 1
+
+
+def test_16bit_colour_tiff_keeps_pixels_and_says_it_drops_metadata(tmp_path, rng, caplog):
+    pixels = make(rng, "rgb", np.uint16)
+    with caplog.at_level(logging.WARNING):
+        write_image(tmp_path / "m.tif", pixels, icc=SRGB, exif=exif_bytes(1))
+    got = read_image(tmp_path / "m.tif")
+    np.testing.assert_array_equal(got.pixels, pixels)
+    assert got.icc is None and "cannot store ICC/EXIF" in caplog.text
+
+
+def test_updated_exif_resets_orientation_and_sets_dimensions():
+    new = updated_exif(exif_bytes(8), 4 * W, 4 * H)
+    exif = PILImage.Exif()
+    exif.load(new)
+    assert exif[0x0112] == 1 and exif[0x010F] == "srpipe-test-camera"
+    assert exif.get_ifd(0x8769)[0xA002] == 4 * W and exif.get_ifd(0x8769)[0xA003] == 4 * H
+    same = exif_bytes(1)
+    assert updated_exif(same, W, H) == same  # nothing to change: bytes untouched
+    assert updated_exif(same[6:], W, H) == same  # prefix-less (PNG/WebP) form is normalised
+    with pytest.raises(ValueError, match="not EXIF"):
+        updated_exif(b"definitely not exif", W, H)
+
+
+def test_invalid_or_mismatched_icc_is_dropped_not_fatal(tmp_path, rng, caplog):
+    with caplog.at_level(logging.WARNING):
+        write_image(tmp_path / "bad.png", make(rng, "rgb"), icc=b"garbage" * 40)
+        write_image(tmp_path / "gray.png", make(rng, "gray"), icc=SRGB)  # RGB profile, gray pixels
+        write_image(tmp_path / "bad16.png", make(rng, "rgb", np.uint16), icc=b"\x00" * 200)
+    for name in ("bad.png", "gray.png", "bad16.png"):
+        assert read_image(tmp_path / name).icc is None
+        assert name in caplog.text
+    assert "ICC profile not written" in caplog.text
+
+
+def test_encoder_refusing_metadata_retries_without_it(tmp_path, rng, monkeypatch, caplog):
+    real = imio._encode
+
+    def picky(tmp, path, pixels, fmt, icc, exif, quality):
+        if icc is not None:
+            raise ValueError("libpng: Incorrect data in iCCP")
+        real(tmp, path, pixels, fmt, icc, exif, quality)
+
+    monkeypatch.setattr(imio, "_encode", picky)
+    with caplog.at_level(logging.WARNING):
+        write_image(tmp_path / "r.png", make(rng, "rgb"), icc=SRGB, exif=exif_bytes(1))
+    got = read_image(tmp_path / "r.png")
+    assert got.icc is None and got.exif is not None
+    assert "retrying without the ICC profile" in caplog.text
+
+
+def test_corrupt_exif_costs_the_exif_not_the_image(tmp_path, rng, caplog):
+    with caplog.at_level(logging.WARNING):
+        write_image(tmp_path / "e.jpg", make(rng, "rgb"), exif=b"Exif\x00\x00garbage")
+    assert read_image(tmp_path / "e.jpg").exif is None
+    assert "EXIF not written" in caplog.text
+
+
+# ---- atomic replacement --------------------------------------------------------------------------
+
+
+def test_atomic_path_replaces_on_success_and_cleans_up_on_failure(tmp_path):
+    target = tmp_path / "store.h5"
+    target.write_bytes(b"old")
+    with atomic_path(target) as tmp:
+        assert tmp.parent == tmp_path and tmp.name.startswith(".") and tmp.name.endswith(".tmp")
+        assert target.read_bytes() == b"old"  # nobody sees the new file before it is complete
+        tmp.write_bytes(b"new")
+    assert target.read_bytes() == b"new" and os.listdir(tmp_path) == ["store.h5"]
+
+    class Boom(BaseException):  # also covers KeyboardInterrupt-like exits
+        pass
+
+    with pytest.raises(Boom), atomic_path(target) as tmp:
+        tmp.write_bytes(b"half")
+        raise Boom
+    assert target.read_bytes() == b"new" and os.listdir(tmp_path) == ["store.h5"]
+
+
+def test_written_files_get_normal_permissions(tmp_path, rng):
+    umask = os.umask(0)
+    os.umask(umask)
+    write_image(tmp_path / "a.png", make(rng, "rgb"))
+    assert (tmp_path / "a.png").stat().st_mode & 0o777 == 0o666 & ~umask
