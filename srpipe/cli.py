@@ -102,10 +102,295 @@ def cli(ctx: click.Context, verbose: int, quiet: bool, workspace: Path | None) -
 # ---- commands: prepare, downscale (imaging + data) ----
 
 
+@cli.command("prepare")
+@click.argument("root", type=click.Path(path_type=Path))
+@click.option("-o", "--out", type=click.Path(path_type=Path), default=None,
+              help="Folder for train.h5 / valid.h5 (default: the workspace's stores/).")
+@click.option("--pipeline", default=None, help="Take the [prepare] table of this pipeline name or file.")
+@click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE",
+              help="Override a setting: scales=[2,4], hr_size=240, stride=120, boundary=replicate, "
+                   "valid_count=20, workers=0, max_pixels=..., seed=1.")
+@click.option("--force", is_flag=True, help="Rebuild stores made with other settings or inputs.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable summary on stdout.")
+@click.pass_context
+def prepare_command(ctx: click.Context, root: Path, out: Path | None, pipeline: str | None,
+                    assignments: tuple[str, ...], force: bool, as_json: bool) -> None:
+    """DIV2K (or any folder of photos) -> HDF5 patch stores with MATLAB-bicubic LR (docs/prepare.md).
+
+    Exits 1 when an input could not be read or no training sub-image came out."""
+    from srpipe.config import PrepareConfig, apply_overrides, load_pipeline
+    from srpipe.data.prepare import prepare
+
+    cfg = apply_overrides(load_pipeline(pipeline).prepare if pipeline else PrepareConfig(), assignments)
+    with progress_bars(not as_json) as progress:
+        summary = prepare(root, out or ctx.obj.stores, cfg, force=force, progress=progress)
+    if as_json:
+        emit_json(summary.to_dict())
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        header, rows = summary.table()
+        table = Table(*header, title=f"{summary.out} ({summary.layout} layout)")
+        for row in rows:
+            table.add_row(*row)
+        Console(soft_wrap=True).print(table, *summary.notes(), sep="\n", highlight=False, markup=False)
+    ctx.exit(1 if summary.failed or not summary.splits[0].patches else 0)
+
+
+@cli.command("downscale")
+@click.argument("src", type=click.Path(path_type=Path))
+@click.option("-s", "--scale", type=click.IntRange(min=2), required=True, help="Shrink factor: 2, 3, 4, ...")
+@click.option("-o", "--out", "dst", type=click.Path(path_type=Path), required=True,
+              help="Output folder (or a .png file when SRC is one image); never inside SRC.")
+@click.option("--boundary", type=click.Choice(["mirror", "replicate"]), default="mirror", show_default=True,
+              help="mirror = MATLAB imresize (EDSR benchmark files); replicate = SelfExSR Set14 files.")
+@click.option("--overwrite", is_flag=True, help="Replace existing outputs (default: skip them).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable result on stdout.")
+@click.pass_context
+def downscale_command(ctx: click.Context, src: Path, scale: int, dst: Path, boundary: str, overwrite: bool,
+                      as_json: bool) -> None:
+    """MATLAB-bicubic LR copies of an image or folder tree: modcrop to a multiple of S, then
+    imresize(1/S), written as PNG under the same relative paths and stems."""
+    from srpipe.imaging.downscale import downscale_tree
+
+    with progress_bars(not as_json) as progress:
+        result = downscale_tree(src, dst, scale=scale, boundary=boundary,  # type: ignore[arg-type]
+                                overwrite=overwrite, progress=progress)
+    if as_json:
+        emit_json(result.as_dict())
+    else:
+        hint = " (outputs exist; --overwrite replaces them)" if result.skipped else ""
+        click.echo(f"{len(result.written)} written, {len(result.skipped)} skipped{hint}, "
+                   f"{len(result.failed)} failed; {result.megapixels:.1f} HR MP in {result.seconds:.1f} s "
+                   f"-> {dst}")
+    for path, reason in result.failed:
+        click.echo(f"srpipe: failed: {path}: {reason}", err=True)
+    if result.failed:
+        ctx.exit(1)
+
+
 # ---- commands: train, evaluate (model + metrics + training) ----
 
 
+@cli.command("train")
+@click.option("-p", "--pipeline", default=None, metavar="NAME|FILE",
+              help="Recipe in pipelines/ or a TOML file (default: edsr-baseline-x4).")
+@click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE",
+              help="Override a [train] setting: iterations=1000, lr=2e-4, model.n_feats=32, ...")
+@click.option("--resume", is_flag=False, flag_value="", default=None, metavar="[RUN_DIR]",
+              help="Continue a run exactly where it stopped (no value: the latest run).")
+@click.option("--run-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Folder of a new run (default: <workspace>/runs/<pipeline>-<YYYYmmdd-HHMMSS>).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable summary on stdout.")
+@click.pass_context
+def train_command(ctx: click.Context, pipeline: str | None, assignments: tuple[str, ...], resume: str | None,
+                  run_dir: Path | None, as_json: bool) -> None:
+    """Train EDSR on the stores `srpipe prepare` wrote (docs/train.md).
+
+    Multi-GPU: torchrun --nproc-per-node N -m srpipe.cli train ...  (batch_size is the global batch)."""
+    from srpipe.config import load_pipeline
+    from srpipe.errors import UsageError
+    from srpipe.train.run import train
+
+    if resume is not None and run_dir is not None:
+        raise UsageError("--run-dir starts a new run; to continue one use --resume RUN_DIR")
+    resume_arg = None if resume is None else (Path(resume) if resume else True)
+    pipe = load_pipeline(pipeline or "edsr-baseline-x4") if resume is None or pipeline else None
+    with progress_bars(not as_json) as progress:
+        result = train(pipe, workspace=ctx.obj, overrides=assignments, run_dir=run_dir, resume=resume_arg,
+                       progress=progress)
+    if result.rank != 0:  # under torchrun, rank 0 speaks for the job
+        return
+    if as_json:
+        emit_json(result.to_dict())
+    else:
+        click.echo("\n".join(result.lines()))
+
+
+@cli.command("evaluate")
+@click.argument("model")
+@click.option("--hr", "hr_dir", required=True, type=click.Path(path_type=Path, file_okay=False, exists=True),
+              help="Folder of HR (ground-truth) images.")
+@click.option("--lr", "lr_dir", type=click.Path(path_type=Path, file_okay=False, exists=True), default=None,
+              help="Folder of LR images paired by name (<name>x<s>, _HR->_LR, or the same name). "
+                   "Default: made from HR with MATLAB bicubic.")
+@click.option("--scale", type=click.IntRange(2, 8), default=None, help="Scale (default: the model's).")
+@click.option("--shave", type=click.IntRange(0), default=None, help="Border px ignored (default: the scale).")
+@click.option("--boundary", type=click.Choice(["mirror", "replicate"]), default=None,
+              help="imresize boundary when generating LR (default mirror, as MATLAB).")
+@click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default=None)
+@click.option("--tile", type=click.IntRange(0), default=None, help="LR tile side (PyTorch; 0 = whole).")
+@click.option("--save", "save_dir", type=click.Path(path_type=Path), default=None, help="Write SR PNGs here.")
+@click.option("--compare", "compare_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Write a bicubic | model | HR crop picture (e.g. compare.png).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable results on stdout.")
+@click.pass_context
+def evaluate_command(ctx: click.Context, model: str, hr_dir: Path, lr_dir: Path | None, scale: int | None,
+                     shave: int | None, boundary: str | None, device: str | None, tile: int | None,
+                     save_dir: Path | None, compare_path: Path | None, as_json: bool) -> None:
+    """PSNR/SSIM of MODEL beside bicubic, the papers' protocol (Y and RGB, shave = scale).
+
+    MODEL: an srpipe checkpoint or run directory, an EDSR-PyTorch .pt or BasicSR .pth file, or 'bicubic'.
+    """
+    import dataclasses
+
+    from srpipe.config import EvaluateConfig
+    from srpipe.evaluate import evaluate
+
+    given = {"scale": scale, "shave": shave, "boundary": boundary, "device": device, "tile": tile}
+    cfg = dataclasses.replace(EvaluateConfig(), **{k: v for k, v in given.items() if v is not None})
+    with progress_bars() as progress:
+        result = evaluate(model, hr_dir, lr_dir=lr_dir, cfg=cfg, save_dir=save_dir, compare=compare_path,
+                          progress=progress)
+    if as_json:
+        emit_json(result.to_dict())
+    else:
+        _print_evaluation(result)
+    if result.failures:
+        click.echo(f"srpipe: error: {len(result.failures)} image(s) could not be evaluated: "
+                   + ", ".join(str(p) for p, _ in result.failures), err=True)
+        ctx.exit(1)
+
+
+def _print_evaluation(result: Any) -> None:
+    """Rich table of an ``EvaluationReport`` on stdout; notes and output paths on stderr."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{result.model} x{result.scale} · shave {result.shave} · LR {result.lr_source} · "
+                        "PSNR dB (Y unless RGB)")
+    for col in ("image", "bicubic", "SSIM", "model", "SSIM", "gain", "RGB", "SSIM", "s"):
+        table.add_column(col, justify="left" if col == "image" else "right", no_wrap=True)
+
+    def row(name: str, m: Any, b: Any, seconds: str = "", style: str = "") -> None:
+        table.add_row(name, f"{b.psnr_y:.2f}", f"{b.ssim_y:.4f}", f"{m.psnr_y:.2f}", f"{m.ssim_y:.4f}",
+                      f"{m.psnr_y - b.psnr_y:+.2f}", f"{m.psnr_rgb:.2f}", f"{m.ssim_rgb:.4f}", seconds,
+                      style=style)
+
+    for r in result.images:
+        row(r.name, r.model, r.bicubic, f"{r.seconds:.2f}")
+    if result.images:
+        table.add_section()
+        row(f"mean of {len(result.images)}", result.model_mean, result.bicubic_mean, style="bold")
+    Console(width=None if sys.stdout.isatty() else 120).print(table)
+    for line in (*result.notes, *(f"{what}: {p}" for what, p in (("SR images", result.saved_to),
+                                                                  ("comparison", result.compare)) if p)):
+        _console().print(line)
+
+
 # ---- commands: export, info, process (export + inference) ----
+
+
+@cli.command("export")
+@click.argument("source", required=False, type=click.Path(path_type=Path))
+@click.option("-o", "--out", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="ONNX file to write (default: <workspace>/models/<run>-x<scale>[-fp16].onnx).")
+@click.option("--fp16", is_flag=True, help="Half-precision weights and compute for GPUs (fp32 I/O kept).")
+@click.option("--opset", type=click.IntRange(min=17), default=None, help="ONNX opset (default 17).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable result on stdout.")
+@click.pass_context
+def export_command(ctx: click.Context, source: Path | None, out: Path | None, fp16: bool, opset: int | None,
+                   as_json: bool) -> None:
+    """Export a run or checkpoint to ONNX, verified against PyTorch (docs/export.md).
+
+    SOURCE: a run folder or checkpoint file (default: the best checkpoint of the latest run)."""
+    import dataclasses
+
+    from srpipe.config import ExportConfig
+    from srpipe.export import export_checkpoint
+
+    cfg = dataclasses.replace(ExportConfig(), fp16=fp16, **({"opset": opset} if opset else {}))
+    with progress_bars(not as_json) as progress:
+        result = export_checkpoint(source, workspace=ctx.obj, out=out, cfg=cfg, progress=progress)
+    if as_json:
+        emit_json(result.to_dict())
+    else:
+        click.echo("\n".join(result.lines()))
+
+
+@cli.command("info")
+@click.argument("model")
+@click.option("-s", "--scale", type=click.IntRange(2, 8), default=4, show_default=True,
+              help="Scale of the bundled model when MODEL is 'default'.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable metadata on stdout.")
+@click.pass_context
+def info_command(ctx: click.Context, model: str, scale: int, as_json: bool) -> None:
+    """Print what an ONNX model says about itself (scale, size, receptive field, overlap, PSNR, ...).
+
+    MODEL: an .onnx file, or 'default' for the bundled model of --scale."""
+    from srpipe.infer.session import find_model, read_model_info
+
+    info = read_model_info(find_model(scale, model=model, workspace=ctx.obj))
+    if as_json:
+        emit_json({"path": str(info.path), "srpipe": info.srpipe, **info.props})
+        return
+    click.echo(f"{'file':30} {info.path}")
+    if not info.srpipe:
+        click.echo("(no srpipe metadata: not exported by srpipe export)")
+    for key, value in info.props.items():
+        click.echo(f"{key:30} {value if value != '' else '-'}")
+
+
+@cli.command("process")
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option("-o", "--out", type=click.Path(path_type=Path, file_okay=False), required=True,
+              help="Output folder; the input tree is mirrored under it (never inside the input).")
+@click.option("-s", "--scale", type=click.IntRange(2, 8), default=None, help="Default: the model's, else 4.")
+@click.option("-m", "--model", default=None, metavar="FILE|default",
+              help="ONNX model (default: newest export of the scale in the workspace, then the bundled one).")
+@click.option("--tile", type=click.IntRange(0), default=None, help="LR tile side, 0 = whole image [192].")
+@click.option("--overlap", type=click.IntRange(0), default=None, help="LR overlap [the model's measured].")
+@click.option("--batch", type=click.IntRange(0), default=None, help="Tiles per call [auto].")
+@click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default=None, help="[auto]")
+@click.option("--format", "fmt", type=click.Choice(["same", "png", "jpg", "webp", "tiff"]), default=None,
+              help="Output format [same as the input].")
+@click.option("--quality", type=click.IntRange(1, 100), default=None, help="JPEG/WebP quality [95].")
+@click.option("--overwrite", is_flag=True, default=None, help="Redo files whose output exists.")
+@click.option("--ensemble", is_flag=True, default=None, help="Average 8 flips/rotations (8x slower).")
+@click.option("--threads", type=click.IntRange(0), default=None, help="ONNX Runtime threads [all cores].")
+@click.option("--shard", default=None, metavar="K/N", help="Do shard K of N (0-based) [RANK/WORLD_SIZE].")
+@click.option("--pipeline", default=None, help="Start from the [process] table of this pipeline.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable report on stdout.")
+@click.pass_context
+def process_command(ctx: click.Context, source: Path, out: Path, model: str | None, shard: str | None,
+                    pipeline: str | None, as_json: bool, **options: Any) -> None:
+    """Upscale an image or a folder tree through ONNX Runtime in blended tiles (docs/process.md).
+
+    Exit 0: all files ok or skipped; 1: some failed (listed with reasons); 2: usage error."""
+    import dataclasses
+
+    from srpipe.config import ProcessConfig, load_pipeline
+    from srpipe.infer.files import parse_shard
+    from srpipe.infer.runner import process
+
+    names = {"fmt": "format"}
+    given = {names.get(k, k): v for k, v in options.items() if v is not None}
+    cfg = dataclasses.replace(load_pipeline(pipeline).process if pipeline else ProcessConfig(), **given)
+    with progress_bars(not as_json) as progress:
+        report = process(source, out, cfg, workspace=ctx.obj, model=model, shard=parse_shard(shard),
+                         progress=progress)
+    if as_json:
+        emit_json(report.to_dict())
+    else:
+        _print_process(report)
+    ctx.exit(1 if report.count("failed") else 0)
+
+
+def _print_process(report: Any) -> None:
+    """Summary table on stdout; failed files with their reasons on stderr."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("ok", "skipped", "failed", "output MP", "MP/s", "seconds", "provider", "tile/overlap",
+                  title=f"srpipe process x{report.scale} · {report.model}")
+    table.add_row(str(report.count("ok")), str(report.count("skipped")), str(report.count("failed")),
+                  f"{report.output_megapixels:.2f}", f"{report.megapixels_per_second:.3f}",
+                  f"{report.seconds:.1f}", report.provider, f"{report.tile or 'whole'}/{report.overlap}")
+    Console(width=None if sys.stdout.isatty() else 120).print(table)
+    for f in report.files:
+        if f.status == "failed":
+            _console().print(f"failed: {f.input!r}: {f.reason}", markup=False, highlight=False)
 
 
 def main() -> None:

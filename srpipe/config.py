@@ -39,21 +39,26 @@ DIV2K_RGB_MEAN = (0.4488, 0.4371, 0.4040)
 
 @dataclass(frozen=True)
 class PrepareConfig:
-    """``srpipe prepare``: HR sub-images and aligned MATLAB-bicubic LR into HDF5 stores."""
+    """``srpipe prepare``: HR sub-images and aligned MATLAB-bicubic LR into HDF5 stores (docs/prepare.md).
+
+    Checked by ``srpipe.data.prepare.check_config``: ``hr_size`` and ``stride`` are multiples of every
+    scale's lcm and ``hr_size >= patch_size x max(scales)``.
+    """
 
     scales: tuple[int, ...] = (2, 3, 4)
-    hr_size: int = 480  # HR sub-image side; must be divisible by every scale
-    stride: int = 240  # step between HR sub-images
-    boundary: Boundary = "mirror"
+    hr_size: int = 480  # HR sub-image side; a multiple of every scale (lcm), >= patch_size x max scale
+    stride: int = 240  # step between HR sub-images; a multiple of every scale (lcm)
+    patch_size: int = 48  # LR training patch the sub-images must fit (only checked, not stored)
+    boundary: Boundary = "mirror"  # imresize boundary; the official DIV2K/Set5 LR used "mirror"
     valid_count: int = 10  # images held out (deterministically) when the folder has no split
     max_pixels: int = 178_956_970  # decompression-bomb cap (Pillow's default)
-    workers: int = 2
-    seed: int = 0
+    workers: int = 2  # decode/resize processes; 0 = one per CPU core
+    seed: int = 0  # varies the held-out validation split of a plain folder
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """EDSR hyperparameters. ``preset`` fills blocks/features/res_scale when they are left at 0."""
+    """EDSR hyperparameters (``srpipe.model.edsr.preset_config`` gives the paper's presets)."""
 
     arch: Literal["edsr"] = "edsr"
     scale: int = 4
@@ -65,11 +70,19 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """``srpipe train``: the EDSR recipe and its options."""
+    """``srpipe train``: the EDSR recipe and its options (docs/train.md explains each).
+
+    ``batch_size`` is the global batch: under torchrun each of the N processes takes ``batch_size / N``
+    patches, so a recipe means the same thing on one GPU or eight. ``"auto"`` precision is bf16 autocast
+    on CUDA (when the GPU supports it) and fp32 on the CPU; ``"auto"`` channels_last is on for CUDA
+    and off on the CPU (measured ~20 % slower there). The learning rate is a pure function of the
+    iteration (``scheduler``, ``milestones``/``gamma`` or cosine down to ``min_lr``, after
+    ``warmup_iterations`` of linear warm-up), so resuming can never re-apply a decay.
+    """
 
     model: ModelConfig = field(default_factory=ModelConfig)
     stores: str = ""  # folder with train.h5/valid.h5; "" = the workspace's stores/
-    batch_size: int = 16
+    batch_size: int = 16  # global batch (all processes together)
     patch_size: int = 48  # LR patch side
     iterations: int = 300_000
     lr: float = 1e-4
@@ -80,21 +93,28 @@ class TrainConfig:
     scheduler: Literal["step", "cosine"] = "step"
     milestones: tuple[int, ...] = (200_000,)
     gamma: float = 0.5
+    min_lr: float = 0.0  # cosine floor
+    warmup_iterations: int = 0  # linear warm-up from 0 to lr
     loss: Literal["l1", "charbonnier"] = "l1"
+    charbonnier_eps: float = 1e-3  # sqrt((x - y)^2 + eps^2)
     grad_clip: float = 0.0  # max grad norm; 0 = off
-    ema_decay: float = 0.0  # 0 = no EMA weights
-    init_from: str = ""  # checkpoint to initialise from (e.g. x2 weights for x3/x4)
-    precision: Literal["fp32", "bf16", "fp16"] = "bf16"  # autocast dtype on GPU; CPU honours it too
-    channels_last: bool = True
-    compile: bool = False
-    data_on_device: bool = False  # hold the whole store on the GPU and crop there
-    workers: int = 2
-    val_every: int = 5000
+    ema_decay: float = 0.0  # 0 = no EMA weights; e.g. 0.999 (validation and best.pt then use them)
+    init_from: str = ""  # checkpoint or run dir to initialise from (e.g. x2 weights for x3/x4)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # autocast dtype; fp16 adds a GradScaler
+    channels_last: bool | Literal["auto"] = "auto"
+    compile: bool = False  # torch.compile the model (first iterations are slow while it compiles)
+    cudnn_benchmark: bool = True
+    data_on_device: bool = False  # hold the whole store on the device and crop/augment there
+    workers: int = 2  # DataLoader worker processes (0 = load in the training process)
+    val_every: int = 5000  # 0 = never validate
     val_images: int = 0  # 0 = all validation images
+    val_tile: int = 256  # LR tile side for validating large images (exact: tiles overlap by the
+    #                      model's receptive radius); 0 = whole images
     early_stop_patience: int = 0  # validations without improvement before stopping; 0 = off
-    log_every: int = 100
-    checkpoint_every: int = 1000
+    log_every: int = 100  # metrics.csv train rows (mean loss over the window)
+    checkpoint_every: int = 1000  # last.pt; also written after every validation and at the end
     max_bad_steps: int = 10  # consecutive non-finite losses before aborting
+    tensorboard: bool = True  # also log to <run>/tensorboard when the tensorboard package is installed
     device: Literal["auto", "cuda", "cpu"] = "auto"
     seed: int = 0
 
@@ -103,27 +123,43 @@ class TrainConfig:
 class ExportConfig:
     """``srpipe export``: ONNX export and its verification."""
 
-    opset: int = 17
-    fp16: bool = False
-    atol: float = 1e-4  # max |ONNX - PyTorch| allowed for fp32
+    opset: int = 17  # 17 or newer
+    fp16: bool = False  # half-precision weights and compute (GPUs); fp32 input/output kept
+    atol: float = 1e-4  # max |ONNX Runtime - PyTorch| allowed for fp32, on [0, 1] outputs
+    fp16_atol: float = 1e-2  # the same for --fp16 (against PyTorch fp32; 1e-2 = 2.55 8-bit codes)
 
 
 @dataclass(frozen=True)
 class ProcessConfig:
-    """``srpipe process``: tiled ONNX Runtime upscaling of files and folders."""
+    """``srpipe process``: tiled ONNX Runtime upscaling of files and folders (docs/process.md)."""
 
-    scale: int = 4
+    scale: int = 0  # 0 = the given model's scale (4 when the model is looked up)
     tile: int = 192  # LR tile side; 0 = whole image at once
-    overlap: int = 0  # LR pixels shared by neighbouring tiles; 0 = the model's recommendation
-    batch: int = 4
+    overlap: int = 0  # LR pixels shared by neighbouring tiles; 0 = the model's measured recommendation
+    batch: int = 0  # tiles per session call; 0 = auto (1 on the CPU, 4 on CUDA)
     device: Literal["auto", "cuda", "cpu"] = "auto"
     format: Literal["same", "png", "jpg", "webp", "tiff"] = "same"
-    quality: int = 95
-    overwrite: bool = False
-    ensemble: bool = False
+    quality: int = 95  # JPEG/WebP quality (WebP 100 = lossless)
+    overwrite: bool = False  # redo files whose output exists (default: skip them)
+    ensemble: bool = False  # average the 8 flips/rotations (EDSR+): 8x the compute
     extensions: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
-    max_pixels: int = 178_956_970
+    max_pixels: int = 178_956_970  # per input image (decompression-bomb guard)
     threads: int = 0  # ONNX Runtime intra-op threads; 0 = all cores
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """``srpipe evaluate``: PSNR/SSIM of a model beside bicubic, the papers' protocol (docs/metrics.md)."""
+
+    scale: int = 0  # 0 = the model's own scale (required for "bicubic")
+    shave: int = -1  # border pixels ignored on each side; -1 = the scale, as the papers do
+    boundary: Boundary = "mirror"  # imresize boundary when LR is generated from HR (no --lr)
+    device: Literal["auto", "cuda", "cpu"] = "auto"
+    tile: int = 0  # LR tile side for PyTorch models; 0 = whole image at once
+    tile_overlap: int = 16  # LR pixels shared by neighbouring tiles
+    max_pixels: int = 178_956_970
+    compare_images: int = 2  # rows in the --compare picture (largest Y-PSNR gains)
+    compare_crop: int = 96  # HR pixels per crop side
 
 
 @dataclass(frozen=True)

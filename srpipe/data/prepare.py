@@ -1,0 +1,214 @@
+"""``srpipe prepare``: input images → ``train.h5`` (HR sub-images + aligned LR) and ``valid.h5`` (whole).
+
+Contract of :func:`prepare` (details in docs/prepare.md, the format in docs/store-format.md):
+
+- Pixels: RGBA drops alpha, gray is replicated to RGB, 16-bit becomes 8-bit as round(x / 257); then,
+  per scale s, LR = MATLAB ``imresize(modcrop(image, s), 1/s)`` of the *whole* image. Train sub-images
+  (``hr_size`` side, every ``stride`` px plus one flush with the bottom/right edge) lie inside the image
+  cropped to a multiple of lcm(scales), at offsets that are multiples of every scale, so the LR crop at
+  ``(y/s, x/s)`` is exactly aligned with the HR one.
+- Work: a process pool decodes and resizes (``workers``; at most 2 × workers images in flight), the
+  parent alone writes HDF5, in input order, committing about once a second (``COMMIT_SECONDS``).
+- Safety: stores are written as ``<name>.partial`` and renamed when complete. A ``.partial`` from an
+  interrupted run with the same settings and inputs is resumed, any other one is discarded. A finished
+  store made with the same settings and inputs is left untouched (no-op); one made with other settings
+  or inputs is a ``StoreError`` unless ``force``.
+- Bad files (corrupt, unsupported, too large, too small) are skipped and listed; a missing or empty
+  input folder raises ``InputError``, an unwritable output ``OutputError``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import multiprocessing
+import os
+import tempfile
+import time
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+
+from srpipe.config import PrepareConfig
+from srpipe.data import store as st
+from srpipe.data.report import PrepareSummary, summarise
+from srpipe.data.sources import Source, find_inputs, fingerprint
+from srpipe.data.work import Decoded, Skip, Task, process_image
+from srpipe.errors import ConfigError, OutputError, SrpipeError, StoreError
+from srpipe.progress import ProgressFn, report
+
+log = logging.getLogger(__name__)
+COLOR_RULE = "rgb8: drop alpha, replicate gray, uint16 -> round(x/257)"
+COMMIT_SECONDS = 1.0  # a killed run loses at most this much work; resume restarts after the last commit
+
+
+def check_config(cfg: PrepareConfig) -> None:
+    """Raise ``ConfigError`` for settings that cannot give aligned ``patch_size`` LR training patches."""
+    if not cfg.scales or any(s < 2 for s in cfg.scales) or len(set(cfg.scales)) != len(cfg.scales):
+        raise ConfigError(f"prepare.scales must be distinct integers >= 2, got {list(cfg.scales)}")
+    lcm = math.lcm(*cfg.scales)
+    least = cfg.patch_size * max(cfg.scales)
+    if cfg.patch_size < 1 or cfg.hr_size % lcm or cfg.hr_size < least:
+        raise ConfigError(f"prepare.hr_size must be a multiple of {lcm} (every scale) and at least {least} "
+                          f"(patch_size {cfg.patch_size} x the largest scale), got {cfg.hr_size}")
+    if cfg.stride <= 0 or cfg.stride % lcm:
+        raise ConfigError(f"prepare.stride must be a positive multiple of {lcm}, got {cfg.stride}")
+    if cfg.valid_count < 0 or cfg.max_pixels <= 0 or cfg.workers < 0:
+        raise ConfigError("prepare.valid_count and workers must be >= 0 and max_pixels > 0")
+
+
+def store_meta(cfg: PrepareConfig, split: st.Split, layout: str, sources: tuple[Source, ...]) -> st.StoreMeta:
+    """Settings that change a store's content (and their hash), plus the inputs' fingerprint."""
+    settings: dict[str, object] = {
+        "format_version": st.FORMAT_VERSION, "kernel": st.KERNEL, "color": COLOR_RULE, "split": split,
+        "scales": list(cfg.scales), "boundary": cfg.boundary, "max_pixels": cfg.max_pixels,
+        "layout": layout, "valid_count": cfg.valid_count, "seed": cfg.seed}
+    if split == "train":
+        settings.update(hr_size=cfg.hr_size, stride=cfg.stride)
+    text, digest = st.settings_digest(settings)
+    train = split == "train"
+    return st.StoreMeta(split=split, scales=tuple(cfg.scales), hr_size=cfg.hr_size if train else 0,
+                        stride=cfg.stride if train else 0, boundary=cfg.boundary, settings=text,
+                        settings_hash=digest, inputs_hash=fingerprint(sources))
+
+
+def _check_existing(final: Path, meta: st.StoreMeta) -> bool:
+    """True when ``final`` is a finished store of exactly these settings and inputs (nothing to do)."""
+    if not final.exists():
+        return False
+    advice = "use another --out, or --force to rebuild it"
+    try:
+        info = st.open_store(final)
+    except StoreError as exc:
+        raise StoreError(f"{exc} (it would be overwritten: {advice})") from exc
+    if info.meta.settings_hash != meta.settings_hash:
+        old, new = json.loads(info.meta.settings), json.loads(meta.settings)
+        diff = ", ".join(f"{k} {old.get(k)} -> {new.get(k)}" for k in sorted(new) if old.get(k) != new.get(k))
+        raise StoreError(f"{final}: was made with other settings ({diff}); {advice}")
+    if info.meta.inputs_hash != meta.inputs_hash:
+        raise StoreError(f"{final}: was made from other input files (added, removed or changed since); "
+                         f"{advice}")
+    return True
+
+
+def prepare(root: Path, out: Path, cfg: PrepareConfig, *, force: bool = False,
+            progress: ProgressFn | None = None) -> PrepareSummary:
+    """Build (or resume, or confirm) ``out/train.h5`` and ``out/valid.h5`` from the images under ``root``."""
+    check_config(cfg)
+    started = time.perf_counter()
+    inputs = find_inputs(Path(root), scales=tuple(cfg.scales), valid_count=cfg.valid_count, seed=cfg.seed)
+    out = Path(out)
+    _check_writable(out)
+    plans = []
+    for split, sources in (("train", inputs.train), ("valid", inputs.valid)):
+        meta = store_meta(cfg, split, inputs.layout, sources)  # type: ignore[arg-type]
+        final = out / f"{split}.h5"
+        plans.append((split, sources, meta, final, not force and _check_existing(final, meta)))
+    workers = cfg.workers or _usable_cores()
+    mp_done = 0.0
+    summaries = []
+    pool = _make_pool(workers) if any(not up for *_, up in plans) and workers > 1 else None
+    try:
+        for split, sources, meta, final, up_to_date in plans:
+            status = "up to date"
+            if not up_to_date:
+                status, mp = _write_split(split, sources, meta, final, cfg, pool, 2 * workers, progress)
+                mp_done += mp
+            summaries.append(summarise(split, final, status))
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+    return PrepareSummary(root=Path(root), out=out, layout=inputs.layout, splits=tuple(summaries),
+                          seconds=time.perf_counter() - started, megapixels=mp_done)
+
+
+def _usable_cores() -> int:
+    if hasattr(os, "sched_getaffinity"):  # the cores this process may run on, not the machine's
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def _check_writable(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".srpipe-write-test-"):
+            pass
+    except OSError as exc:
+        raise OutputError(f"{out}: cannot write stores there: {exc.strerror or exc}") from exc
+
+
+def _make_pool(workers: int) -> Executor:
+    # forkserver: workers start from a clean process, never a fork of one holding torch/HDF5 threads.
+    methods = multiprocessing.get_all_start_methods()
+    ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+    return ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+
+
+def _ordered(pool: Executor | None, tasks: list[Task], window: int) -> Iterator[Decoded | Skip]:
+    """Results of ``process_image`` in task order, at most ``window`` tasks in flight (bounded memory)."""
+    if pool is None:
+        yield from map(process_image, tasks)
+        return
+    pending: deque = deque()
+    it = iter(tasks)
+    for task in it:
+        pending.append(pool.submit(process_image, task))
+        if len(pending) >= window:
+            break
+    while pending:
+        result = pending.popleft().result()
+        nxt = next(it, None)
+        if nxt is not None:
+            pending.append(pool.submit(process_image, nxt))
+        yield result
+
+
+def _write_split(split: str, sources: tuple[Source, ...], meta: st.StoreMeta, final: Path, cfg: PrepareConfig,
+                 pool: Executor | None, window: int, progress: ProgressFn | None) -> tuple[str, float]:
+    """Write (or resume) one store; returns its status and the HR megapixels decoded."""
+    writer = st.StoreWriter.open(final, meta)
+    start = writer.inputs_done
+    tasks = [Task(path=s.path, rel=s.rel, official_lr=s.official_lr, split=split, scales=meta.scales,
+                  hr_size=cfg.hr_size, stride=cfg.stride, boundary=cfg.boundary, max_pixels=cfg.max_pixels)
+             for s in sources[start:]]
+    t0 = last_commit = time.perf_counter()
+    mp, task_name = 0.0, f"prepare {split}"
+    report(progress, task_name, start, len(sources), "resuming" if start else "")
+    try:
+        for n, result in enumerate(_ordered(pool, tasks, window), start + 1):
+            _add(writer, result)
+            now = time.perf_counter()
+            if now - last_commit >= COMMIT_SECONDS:  # per-image commits cost ~5 ms each in HDF5 metadata
+                writer.commit(n)
+                last_commit = now
+            mp += result.megapixels
+            report(progress, task_name, n, len(sources), f"{mp / max(now - t0, 1e-9):.1f} MP/s")
+        writer.commit(len(sources))
+        writer.finalize()
+    except BrokenProcessPool as exc:
+        raise SrpipeError(f"a prepare worker process died (out of memory?); {writer.temp} is kept: "
+                          "re-run the same command to resume") from exc
+    except OSError as exc:
+        raise OutputError(f"{writer.temp}: writing failed ({exc}); free some space and re-run the same "
+                          "command to resume") from exc
+    finally:
+        writer.close()
+    return ("resumed" if start else "written"), mp
+
+
+def _add(writer: st.StoreWriter, result: Decoded | Skip) -> None:
+    if isinstance(result, Skip):
+        log.warning("skipped %s: %s", result.rel, result.reason)
+        writer.add_skipped(result.rel, result.kind, result.reason)
+        return
+    index = writer.add_source(result.rel, result.sha256, result.shape, result.bit_depth)
+    if writer.meta.split == "train":
+        hr, lrs, boxes = result.patches()
+        writer.add_patches(index, hr, lrs, boxes)
+    else:
+        writer.add_whole(index, result.hr, result.lrs)
+    for scale, max_abs, differing, pixels in result.official:
+        writer.add_official_check(index, scale, max_abs, differing, pixels)

@@ -1,0 +1,297 @@
+"""The HDF5 patch-store format (``train.h5`` / ``valid.h5``): writing, validating and describing.
+
+The format is specified in ``docs/store-format.md``; this module is its reference implementation.
+Contract:
+
+- A store at its final name is always complete: :class:`StoreWriter` writes ``<name>.partial`` and
+  renames it only in :meth:`StoreWriter.finalize`, after setting the ``complete`` attribute.
+- A ``.partial`` file records how many inputs it has fully committed (``inputs_done``); a writer opened
+  on it with the same ``settings_hash`` and ``inputs_hash`` resumes there, anything else starts over.
+- :func:`open_store` validates a finished store and returns its :class:`StoreInfo`, or raises
+  ``StoreError`` naming the file and telling the user what to run.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import h5py
+import numpy as np
+
+from srpipe import __version__
+from srpipe.errors import StoreError
+
+log = logging.getLogger(__name__)
+
+FORMAT = "srpipe-patch-store"
+FORMAT_VERSION = 1
+KERNEL = "matlab-bicubic-a-0.5-antialias"
+PARTIAL_SUFFIX = ".partial"
+# Tile side of HR/LR chunks: a random 48·s training crop then touches a handful of ~43 KB chunks
+# instead of a whole 691 KB sub-image; see docs/performance.md (prepare / loader) for the measurement.
+CHUNK_TARGET = 120
+_STR = h5py.string_dtype("utf-8")
+Split = Literal["train", "valid"]
+
+
+@dataclass(frozen=True)
+class StoreMeta:
+    """What a store is made of; written as root attributes when the store is created."""
+
+    split: Split
+    scales: tuple[int, ...]
+    hr_size: int  # HR sub-image side (train); 0 for valid
+    stride: int  # step between sub-images (train); 0 for valid
+    boundary: str
+    settings: str  # canonical JSON of the output-affecting settings
+    settings_hash: str
+    inputs_hash: str
+
+
+@dataclass(frozen=True)
+class StoreInfo:
+    """A finished store's attributes, as read by :func:`open_store`."""
+
+    path: Path
+    meta: StoreMeta
+    n_images: int  # sources that contributed (train) or whole images (valid)
+    n_patches: int  # HR sub-images (train); 0 for valid
+    n_skipped: int
+    srpipe_version: str
+    created: str
+
+    @property
+    def scales(self) -> tuple[int, ...]:
+        return self.meta.scales
+
+    @property
+    def hr_size(self) -> int:
+        return self.meta.hr_size
+
+
+def partial_path(final: Path) -> Path:
+    """The temporary name a store is written under until it is complete."""
+    return final.with_name(final.name + PARTIAL_SUFFIX)
+
+
+def chunk_side(side: int, target: int = CHUNK_TARGET) -> int:
+    """Largest divisor of ``side`` up to ``target`` (no partial edge chunks), else ``min(side, target)``."""
+    best = max(d for d in range(1, min(side, target) + 1) if side % d == 0)
+    return best if best * 2 > min(side, target) else min(side, target)
+
+
+def _meta_from_attrs(attrs: Any) -> StoreMeta:
+    text = {k: str(attrs[k]) for k in ("boundary", "settings", "settings_hash", "inputs_hash")}
+    return StoreMeta(split=str(attrs["split"]), scales=tuple(int(s) for s in attrs["scales"]),  # type: ignore[arg-type]
+                     hr_size=int(attrs["hr_size"]), stride=int(attrs["stride"]), **text)
+
+
+def open_store(path: Path, *, split: Split | None = None) -> StoreInfo:
+    """Validate the finished store at ``path`` and return its attributes.
+
+    Raises ``StoreError`` for a missing, unfinished (``.partial``), foreign, newer-format or wrong-split
+    file; the message names the file and says to run ``srpipe prepare``.
+    """
+    path = Path(path)
+    hint = "run `srpipe prepare ROOT` (it writes train.h5 and valid.h5 to the workspace's stores/ folder)"
+    if path.is_dir():
+        raise StoreError(f"{path}: is a folder; expected a store file such as {path / 'train.h5'}")
+    if not path.exists():
+        partial = partial_path(path)
+        extra = f" ({partial.name} exists: a prepare was interrupted; re-run it)" if partial.exists() else ""
+        raise StoreError(f"{path}: no such store{extra}; {hint}")
+    try:
+        with h5py.File(path, "r") as f:
+            attrs = dict(f.attrs)
+            if attrs.get("format") != FORMAT:
+                raise StoreError(f"{path}: not an srpipe patch store (no format='{FORMAT}'); {hint}")
+            version = int(attrs.get("format_version", -1))
+            if version > FORMAT_VERSION:
+                raise StoreError(f"{path}: store format {version} is newer than this srpipe "
+                                 f"({FORMAT_VERSION}); upgrade srpipe or re-run `srpipe prepare`")
+            if not bool(attrs.get("complete", False)) or path.name.endswith(PARTIAL_SUFFIX):
+                raise StoreError(f"{path}: store is incomplete (an interrupted prepare); "
+                                 "re-run `srpipe prepare`")
+            info = StoreInfo(path, _meta_from_attrs(attrs), n_images=int(attrs["n_images"]),
+                             n_patches=int(attrs["n_patches"]), n_skipped=int(attrs["n_skipped"]),
+                             srpipe_version=str(attrs["srpipe_version"]), created=str(attrs["created"]))
+    except OSError as exc:
+        raise StoreError(f"{path}: cannot read as HDF5 ({exc}); {hint}") from exc
+    except KeyError as exc:
+        raise StoreError(f"{path}: store lacks attribute {exc}; re-run `srpipe prepare --force`") from exc
+    if split is not None and info.meta.split != split:
+        raise StoreError(f"{path}: is a {info.meta.split} store, expected a {split} store")
+    return info
+
+
+def _grow(ds: h5py.Dataset, rows: np.ndarray) -> None:
+    ds.resize(ds.shape[0] + len(rows), axis=0)
+    ds[ds.shape[0] - len(rows) :] = rows
+
+
+# Small resizable tables: name -> (dtype, row shape, root attribute counting committed rows).
+_TABLES: dict[str, tuple[Any, tuple[int, ...], str]] = {
+    "sources/path": (_STR, (), "n_images"), "sources/sha256": ("S64", (), "n_images"),
+    "sources/shape": (np.int32, (3,), "n_images"), "sources/bit_depth": (np.uint8, (), "n_images"),
+    "skipped/path": (_STR, (), "n_skipped"), "skipped/kind": (_STR, (), "n_skipped"),
+    "skipped/reason": (_STR, (), "n_skipped"), "official_lr": (np.int64, (5,), "n_official")}
+_TRAIN_TABLES = {"patch_source": (np.int32, (), "n_patches"), "patch_box": (np.int32, (4,), "n_patches")}
+_COUNTERS = ("inputs_done", "n_images", "n_patches", "n_skipped", "n_official")
+
+
+class StoreWriter:
+    """Appends inputs to ``<final>.partial``; :meth:`finalize` renames it to ``final``.
+
+    Use :meth:`open` (it resumes or restarts). Sub-images and whole images are written at once; the
+    small tables (sources, boxes, skipped, official-LR rows) are buffered until :meth:`commit`, which
+    writes them, records how many inputs are done and flushes. A resume drops everything after the last
+    commit, so a kill loses at most the inputs since then.
+    """
+
+    def __init__(self, final: Path, f: h5py.File, meta: StoreMeta) -> None:
+        self.final, self.temp, self.f, self.meta = final, partial_path(final), f, meta
+        names = list(_TABLES) + (["hr", *(f"lr_x{s}" for s in meta.scales), *_TRAIN_TABLES]
+                                 if meta.split == "train" else [])
+        self._ds: dict[str, h5py.Dataset] = {n: f[n] for n in names}  # h5py path lookups are slow
+        self._pending: dict[str, list[Any]] = {n: [] for n in (*_TABLES, *_TRAIN_TABLES)}
+
+    @classmethod
+    def open(cls, final: Path, meta: StoreMeta) -> StoreWriter:
+        """Resume ``final.partial`` if made with the same settings and inputs, else recreate it."""
+        temp = partial_path(final)
+        if temp.exists():
+            try:
+                f = h5py.File(temp, "r+")
+            except OSError as exc:
+                if "lock" in str(exc).lower():
+                    raise StoreError(f"{temp}: another srpipe prepare is writing this store") from exc
+                log.info("%s: unreadable leftover from an interrupted run; starting over", temp)
+            else:
+                same = (f.attrs.get("settings_hash") == meta.settings_hash
+                        and f.attrs.get("inputs_hash") == meta.inputs_hash)
+                if same:
+                    writer = cls(final, f, meta)
+                    writer._truncate_to_committed()
+                    log.info("%s: resuming after %d inputs", temp, writer.inputs_done)
+                    return writer
+                f.close()
+                log.info("%s: leftover from a run with other settings or inputs; starting over", temp)
+            temp.unlink()
+        return cls(final, cls._create(temp, meta), meta)
+
+    @staticmethod
+    def _create(temp: Path, meta: StoreMeta) -> h5py.File:
+        # libver 'latest': dense attribute storage and the extensible-array chunk index for resizable data.
+        f = h5py.File(temp, "w", libver="latest")
+        f.attrs.update({"format": FORMAT, "format_version": FORMAT_VERSION, "complete": False,
+                        "split": meta.split, "scales": np.asarray(meta.scales, np.int64),
+                        "hr_size": meta.hr_size, "stride": meta.stride, "boundary": meta.boundary,
+                        "kernel": KERNEL, "settings": meta.settings, "settings_hash": meta.settings_hash,
+                        "inputs_hash": meta.inputs_hash, "srpipe_version": __version__, "created": "",
+                        **dict.fromkeys(_COUNTERS, 0)})
+        tables = {**_TABLES, **_TRAIN_TABLES} if meta.split == "train" else _TABLES
+        for name, (dtype, tail, _) in tables.items():
+            f.create_dataset(name, shape=(0, *tail), maxshape=(None, *tail), dtype=dtype,
+                             chunks=(max(1, 4096 // max(1, int(np.prod(tail)))), *tail))
+        if meta.split == "train":
+            p = meta.hr_size
+            for name, side in [("hr", p)] + [(f"lr_x{s}", p // s) for s in meta.scales]:
+                c = chunk_side(side, CHUNK_TARGET)  # read at call time: benchmarks vary it
+                f.create_dataset(name, shape=(0, side, side, 3), maxshape=(None, side, side, 3),
+                                 dtype=np.uint8, chunks=(1, c, c, 3))
+        else:
+            f.create_group("images")
+        return f
+
+    @property
+    def inputs_done(self) -> int:
+        return int(self.f.attrs["inputs_done"])
+
+    def _truncate_to_committed(self) -> None:
+        """Drop rows written after the last commit (a kill between ``add_*`` and ``commit``)."""
+        a = self.f.attrs
+        for name, ds in self._ds.items():
+            ds.resize(int(a[{**_TABLES, **_TRAIN_TABLES}.get(name, (0, 0, "n_patches"))[2]]), axis=0)
+        if self.meta.split == "valid":
+            for key in list(self.f["images"]):
+                if int(key) >= int(a["n_images"]):
+                    del self.f["images"][key]
+
+    def add_source(self, rel: str, sha256: str, shape: tuple[int, int, int], bit_depth: int) -> int:
+        """Record a contributing input file; returns its index in ``/sources``."""
+        index = self._ds["sources/path"].shape[0] + len(self._pending["sources/path"])
+        for name, value in (("path", rel), ("sha256", sha256), ("shape", shape), ("bit_depth", bit_depth)):
+            self._pending[f"sources/{name}"].append(value)
+        return index
+
+    def add_patches(self, source: int, hr: np.ndarray, lrs: dict[int, np.ndarray], boxes: np.ndarray) -> None:
+        """Append ``k`` HR sub-images ``(k, P, P, 3)``, LR ``{s: (k, P/s, P/s, 3)}``, boxes ``(k, 4)``."""
+        _grow(self._ds["hr"], hr)
+        for s in self.meta.scales:
+            _grow(self._ds[f"lr_x{s}"], lrs[s])
+        self._pending["patch_source"].extend([source] * len(hr))
+        self._pending["patch_box"].extend(boxes.tolist())
+
+    def add_whole(self, source: int, hr: np.ndarray, lrs: dict[int, np.ndarray]) -> None:
+        """Store validation image ``source`` whole: ``hr`` (H, W, 3) and ``lr_x{s}`` per scale."""
+        group = self.f["images"].create_group(f"{source:06d}")
+        group.create_dataset("hr", data=hr)
+        for s in self.meta.scales:
+            group.create_dataset(f"lr_x{s}", data=lrs[s])
+
+    def add_skipped(self, rel: str, kind: str, reason: str) -> None:
+        """Record an input that was not used: ``kind`` "unreadable" or "too-small", and why."""
+        for name, value in (("path", rel), ("kind", kind), ("reason", reason)):
+            self._pending[f"skipped/{name}"].append(value)
+
+    def add_official_check(self, source: int, scale: int, max_abs: int, n_diff: int, n_total: int) -> None:
+        """Record how srpipe's LR compares with an official LR file for one source and scale."""
+        self._pending["official_lr"].append((source, scale, max_abs, n_diff, n_total))
+
+    def commit(self, inputs_done: int) -> None:
+        """Write the buffered tables, mark the first ``inputs_done`` inputs as done, flush to disk."""
+        for name, rows in self._pending.items():
+            if rows:
+                dtype = self._ds[name].dtype
+                _grow(self._ds[name], np.array(rows, dtype=object if dtype.kind == "O" else dtype))
+                rows.clear()
+        self.f.attrs.update({"inputs_done": inputs_done, "n_images": self._ds["sources/path"].shape[0],
+                             "n_skipped": self._ds["skipped/path"].shape[0],
+                             "n_official": self._ds["official_lr"].shape[0],
+                             "n_patches": self._ds["hr"].shape[0] if self.meta.split == "train" else 0})
+        self.f.flush()
+
+    def finalize(self) -> Path:
+        """Mark complete, close and atomically rename to the final name."""
+        self.f.attrs["complete"] = True
+        self.f.attrs["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        self.close()
+        with open(self.temp, "rb") as fh:
+            os.fsync(fh.fileno())  # the rename must not become visible before the data
+        os.replace(self.temp, self.final)
+        return self.final
+
+    def close(self) -> None:
+        """Close without finishing; the ``.partial`` file stays for a later resume."""
+        if self.f.id.valid:
+            self.f.close()
+
+
+def read_table(path: Path, group: str) -> dict[str, np.ndarray]:
+    """Columns of ``/sources`` or ``/skipped`` (strings decoded); ``/official_lr`` as ``{"rows": ...}``."""
+    with h5py.File(path, "r") as f:
+        items = [("rows", f[group])] if isinstance(f[group], h5py.Dataset) else list(f[group].items())
+        return {k: (ds.asstr()[()] if ds.dtype.kind == "O" else ds[()]) for k, ds in items}
+
+
+def settings_digest(settings: dict[str, Any]) -> tuple[str, str]:
+    """Canonical JSON of ``settings`` and its sha256 (what ``settings_hash`` means)."""
+    text = json.dumps(settings, sort_keys=True, separators=(",", ":"))
+    return text, hashlib.sha256(text.encode()).hexdigest()

@@ -1,0 +1,306 @@
+"""``srpipe export``: a trained EDSR becomes a self-describing, verified ONNX model.
+
+Contract (docs/export.md): one input ``INPUT_NAME`` and one output ``OUTPUT_NAME``
+(``srpipe.infer.session``), NCHW float32 RGB in [0, 1], dynamic batch/height/width, opset
+``ExportConfig.opset`` (>= 17); PixelShuffle becomes DepthToSpace. ``metadata_props`` carry
+``session.MetaKey``: scale, architecture and size, FLOPs, theoretical and *measured* receptive radius,
+the recommended tile overlap derived from the measurement (``infer.receptive``), training recipe hash,
+validation PSNR (when the checkpoint's weights are the validated best), precision, parity, version.
+
+Verification before anything is written: ``onnx.checker`` (full), then ONNX Runtime (CPU) against
+PyTorch fp32 on 1×3×17×31 and 2×3×64×48 inputs: max |Δ| must be <= ``atol`` (fp32) or ``fp16_atol``
+(``--fp16``), else ``ExportError``. ``--fp16`` stores half-precision weights and computes in half,
+with fp32 input/output kept by Casts at the boundary. Files are written atomically.
+
+Exporter: torch 2.13 defaults to the dynamo exporter, which needs the ``onnxscript`` package (not a
+dependency); the TorchScript exporter (``dynamo=False``) gives a clean graph here (Sub, Conv, Relu, Add,
+DepthToSpace; symbolic H/W), so that is the one used.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import io
+import json
+import logging
+import math
+import re
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from srpipe import __version__
+from srpipe.config import ExportConfig, ModelConfig
+from srpipe.errors import CheckpointError, ExportError, InputError
+from srpipe.infer.receptive import ReceptiveField, measure, test_card
+from srpipe.infer.session import INPUT_NAME, OUTPUT_NAME, MetaKey
+from srpipe.model.edsr import count_parameters, receptive_radius
+from srpipe.progress import ProgressFn, report
+from srpipe.workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+VERIFY_SHAPES = ((1, 3, 17, 31), (2, 3, 64, 48))
+# Trainer settings that do not change what the weights are (logistics); left out of the recipe hash.
+_NOT_RECIPE = frozenset({"workers", "log_every", "checkpoint_every", "tensorboard", "device", "stores",
+                         "val_every", "val_images", "val_tile"})
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What was written and how well it matched PyTorch (``parity`` None = not measurable here)."""
+
+    path: Path
+    source: str
+    scale: int
+    precision: str
+    parity: float | None
+    parity_note: str
+    receptive: ReceptiveField
+    metadata: dict[str, str]
+
+    def to_dict(self) -> dict[str, object]:
+        return {"path": str(self.path), "source": self.source, "scale": self.scale,
+                "precision": self.precision, "parity": self.parity, "parity_note": self.parity_note,
+                "receptive": dataclasses.asdict(self.receptive), "metadata": self.metadata}
+
+    def lines(self) -> list[str]:
+        rf = self.receptive
+        return [f"wrote {self.path} (x{self.scale}, {self.precision}) from {self.source or 'a model'}",
+                f"verified: {self.parity_note}",
+                f"receptive radius: theoretical {rf.theoretical} LR px, measured effective {rf.effective} "
+                f"(< 0.5 codes); recommended tile overlap {rf.overlap} LR px"]
+
+
+def latest_run(workspace: Workspace) -> Path:
+    """The most recently started run (``<pipeline>-<YYYYmmdd-HHMMSS>``; mtime breaks ties)."""
+    runs = [p for p in workspace.runs.iterdir() if p.is_dir()] if workspace.runs.is_dir() else []
+    if not runs:
+        raise InputError(f"no training runs in {workspace.runs}; train one (srpipe train) or pass a run "
+                         "folder or checkpoint file")
+
+    def started(p: Path) -> tuple[str, float]:
+        m = re.search(r"(\d{8}-\d{6})$", p.name)
+        return (m.group(1) if m else "", p.stat().st_mtime)
+
+    return max(runs, key=started)
+
+
+def checkpoint_extras(path: Path) -> tuple[str, float | None]:
+    """``(recipe hash, validation PSNR)`` from a training checkpoint; ``("", None)`` when absent."""
+    from srpipe.model.checkpoint import is_srpipe_checkpoint, read_file
+
+    obj = read_file(path)
+    train = obj.get("train") if is_srpipe_checkpoint(obj) else None
+    if not isinstance(train, dict):
+        return "", None
+    recipe = ""
+    if isinstance(train.get("config"), dict):
+        kept = {k: v for k, v in train["config"].items() if k not in _NOT_RECIPE}
+        recipe = hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    state = train.get("state") if isinstance(train.get("state"), dict) else {}
+    psnr = state.get("best_psnr")
+    # Only the checkpoint whose weights were the validated best carries their PSNR.
+    if state.get("best_iteration") != state.get("iteration") or not isinstance(psnr, float) \
+            or not math.isfinite(psnr):
+        psnr = None
+    return recipe, psnr
+
+
+def flops_per_lr_pixel(model: nn.Module) -> float:
+    """Convolution FLOPs (2 × multiply-adds) per LR input pixel, counted with hooks on a 16×16 input."""
+    total = 0
+
+    def hook(mod: nn.Conv2d, _inp: object, out: torch.Tensor) -> None:
+        nonlocal total
+        k = mod.kernel_size[0] * mod.kernel_size[1] * mod.in_channels // mod.groups
+        total += 2 * k * out.numel()
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, 3, 16, 16))
+    finally:
+        for h in handles:
+            h.remove()
+    return total / 256
+
+
+class _Half(nn.Module):
+    """fp32 in, half inside, fp32 out: the Casts a GPU fp16 model needs at its boundary."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model.half()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x.half()).float()
+
+
+def to_onnx_bytes(model: nn.Module, *, opset: int) -> bytes:
+    """Trace ``model`` (eval mode) to ONNX with dynamic batch/height/width; returns the serialized proto."""
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        # The TorchScript exporter announces its own deprecation; we chose it on purpose (module doc).
+        warnings.simplefilter("ignore", category=DeprecationWarning)
+        warnings.simplefilter("ignore", category=UserWarning)
+        torch.onnx.export(
+            model, (torch.rand(1, 3, 24, 20),), buf, dynamo=False, opset_version=opset,
+            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], do_constant_folding=True,
+            dynamic_axes={INPUT_NAME: {0: "batch", 2: "height", 3: "width"},
+                          OUTPUT_NAME: {0: "batch", 2: "out_height", 3: "out_width"}})
+    return buf.getvalue()
+
+
+def verification_inputs() -> list[np.ndarray]:
+    """The NCHW test-card batches of ``VERIFY_SHAPES`` (odd sizes, batch 2 checks the dynamic batch)."""
+    return [np.stack([test_card(h, w, seed=10 * i + j).transpose(2, 0, 1) for j in range(n)])
+            for i, (n, _, h, w) in enumerate(VERIFY_SHAPES)]
+
+
+def max_gap(run: Callable[[np.ndarray], np.ndarray], reference: nn.Module) -> float:
+    """max |run(x) − reference(x)| over ``verification_inputs()``; shapes must agree."""
+    worst = 0.0
+    for x in verification_inputs():
+        with torch.no_grad():
+            ref = reference(torch.from_numpy(x)).numpy()
+        got = run(x)
+        if got.shape != ref.shape:
+            raise ExportError(f"output shape {got.shape} differs from PyTorch's {ref.shape} for {x.shape}")
+        worst = max(worst, float(np.abs(got - ref).max()))
+    return worst
+
+
+def verify(data: bytes, reference: nn.Module) -> float:
+    """max |ONNX Runtime (CPU) − PyTorch fp32|; raises what ONNX Runtime raises if it cannot run it."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
+    return max_gap(lambda x: sess.run([OUTPUT_NAME], {INPUT_NAME: x})[0], reference)
+
+
+def export_model(model: nn.Module, model_config: ModelConfig, out: Path, cfg: ExportConfig, *,
+                 source: str = "", recipe_hash: str = "", valid_psnr: float | None = None,
+                 progress: ProgressFn | None = None) -> ExportResult:
+    """Measure, export, verify and atomically write ``model`` (any EDSR in eval mode) to ``out``."""
+    import onnx
+
+    from srpipe.imaging.atomic import atomic_path
+
+    if cfg.opset < 17:
+        raise ExportError(f"opset {cfg.opset} is too old: srpipe exports opset 17 or newer")
+    model = model.float().eval().cpu()
+    report(progress, "export", 0, 4, "measuring receptive field")
+
+    def forward(x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return model(torch.from_numpy(x)).numpy()
+
+    rf = measure(forward, scale=model_config.scale, theoretical=receptive_radius(model_config))
+    log.info("receptive radius: theoretical %d, effective %d LR px (< 0.5 codes); tile overlap %d",
+             rf.theoretical, rf.effective, rf.overlap)
+    report(progress, "export", 1, 4, "exporting")
+    traced = _Half(copy.deepcopy(model)) if cfg.fp16 else model
+    data = to_onnx_bytes(traced, opset=cfg.opset)
+    proto = onnx.load_from_string(data)
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except onnx.checker.ValidationError as exc:
+        raise ExportError(f"the exported graph fails onnx.checker: {exc}") from exc
+    report(progress, "export", 2, 4, "verifying against PyTorch")
+    parity, note = _parity(data, model, cfg)
+    meta = {
+        MetaKey.SCALE: model_config.scale, MetaKey.ARCH: model_config.arch,
+        MetaKey.BLOCKS: model_config.n_resblocks, MetaKey.FEATS: model_config.n_feats,
+        MetaKey.RES_SCALE: model_config.res_scale, MetaKey.PARAMS: count_parameters(model),
+        MetaKey.MFLOP: round(flops_per_lr_pixel(model) / 1e6, 4),
+        MetaKey.RF_THEORY: rf.theoretical, MetaKey.RF_EFFECTIVE: rf.effective,
+        MetaKey.RF_PROFILE: json.dumps(list(rf.profile)), MetaKey.OVERLAP: rf.overlap,
+        MetaKey.RECIPE: recipe_hash, MetaKey.PSNR: "" if valid_psnr is None else f"{valid_psnr:.4f}",
+        MetaKey.VERSION: __version__, MetaKey.PRECISION: "fp16" if cfg.fp16 else "fp32",
+        MetaKey.PARITY: "" if parity is None else f"{parity:.3g}", MetaKey.SOURCE: source,
+    }
+    metadata = {k: str(v) for k, v in meta.items()}
+    onnx.helper.set_model_props(proto, metadata)
+    proto.producer_name, proto.producer_version = "srpipe", __version__
+    report(progress, "export", 3, 4, "writing")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as tmp:
+        tmp.write_bytes(proto.SerializeToString())
+    report(progress, "export", 4, 4, "done")
+    return ExportResult(path=out, source=source, scale=model_config.scale,
+                        precision=metadata[MetaKey.PRECISION], parity=parity, parity_note=note,
+                        receptive=rf, metadata=metadata)
+
+
+def _parity(data: bytes, model: nn.Module, cfg: ExportConfig) -> tuple[float | None, str]:
+    """Check ONNX Runtime against PyTorch fp32; returns (max |Δ| or None, a sentence saying what it is)."""
+    if not cfg.fp16:
+        parity = verify(data, model)
+        if parity > cfg.atol:
+            raise ExportError(f"ONNX Runtime and PyTorch disagree: max |Δ| = {parity:.3g} > {cfg.atol:g} on "
+                              f"{VERIFY_SHAPES}; nothing was written")
+        return parity, f"fp32: max |ONNX Runtime - PyTorch| = {parity:.2g} (limit {cfg.atol:g})"
+    half = _Half(copy.deepcopy(model))
+
+    def run_half(x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return half(torch.from_numpy(x)).numpy()
+
+    try:  # PyTorch rounds every activation to fp16 between layers, as a GPU fp16 run does
+        torch_gap: float | None = max_gap(run_half, model)
+    except RuntimeError as exc:
+        log.info("PyTorch cannot run fp16 on this CPU: %s", exc)
+        torch_gap = None
+    try:
+        ort_gap: float | None = verify(data, model)
+    except ExportError:
+        raise
+    except Exception as exc:  # an EP without fp16 kernels: say so rather than invent a figure
+        log.warning("the fp16 model cannot run on this machine's ONNX Runtime CPU provider: %s", exc)
+        ort_gap = None
+    worst = max((g for g in (ort_gap, torch_gap) if g is not None), default=None)
+    if worst is not None and worst > cfg.fp16_atol:
+        raise ExportError(f"fp16 differs from PyTorch fp32 by max |Δ| = {worst:.3g} > {cfg.fp16_atol:g}; "
+                          "nothing was written (export fp32 instead)")
+    ort_text = "not measurable on this machine" if ort_gap is None else f"{ort_gap:.2g}"
+    torch_text = "not measurable on this machine" if torch_gap is None else f"{torch_gap:.2g}"
+    # ORT's CPU provider has no fp16 Conv: it inserts Casts and computes in fp32 (fp16 weights only).
+    note = (f"fp16: max |Δ| vs PyTorch fp32: ONNX Runtime CPU {ort_text} (fp16 weights, fp32 arithmetic: "
+            f"the CPU provider casts up), PyTorch fp16 arithmetic {torch_text}; limit {cfg.fp16_atol:g}; "
+            "on-GPU parity not measured here")
+    return worst, note
+
+
+def default_output(workspace: Workspace, checkpoint: Path, scale: int, fp16: bool) -> Path:
+    """``<workspace>/models/<run name or file stem>-x<scale>[-fp16].onnx``."""
+    name = checkpoint.parents[1].name if checkpoint.parent.name == "checkpoints" else checkpoint.stem
+    if not name.endswith(f"x{scale}"):
+        name += f"-x{scale}"
+    return workspace.models / f"{name}{'-fp16' if fp16 else ''}.onnx"
+
+
+def export_checkpoint(source: Path | None, *, workspace: Workspace, out: Path | None, cfg: ExportConfig,
+                      progress: ProgressFn | None = None) -> ExportResult:
+    """``srpipe export [RUN|CHECKPOINT]``: ``source`` None = the best checkpoint of the latest run."""
+    from srpipe.model.checkpoint import load_model, resolve_checkpoint
+
+    file = resolve_checkpoint(source if source is not None else latest_run(workspace))
+    model, model_config = load_model(file)
+    try:
+        recipe, psnr = checkpoint_extras(file)
+    except CheckpointError:  # a foreign (EDSR-PyTorch/BasicSR) file: no training record to quote
+        recipe, psnr = "", None
+    target = out if out is not None else default_output(workspace, file, model_config.scale, cfg.fp16)
+    log.info("exporting %s -> %s", file, target)
+    return export_model(model, model_config, target, cfg, source=str(file), recipe_hash=recipe,
+                        valid_psnr=psnr, progress=progress)

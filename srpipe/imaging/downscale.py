@@ -1,0 +1,151 @@
+"""``srpipe downscale``: MATLAB-bicubic LR copies of an image or a folder tree.
+
+Each image is read (orientation applied, bit depth kept), cropped bottom/right to a multiple of the
+scale (``modcrop``), shrunk with :func:`srpipe.imaging.resize.imresize` (``1/scale``, the chosen
+boundary) and written as PNG with its ICC profile and EXIF, atomically. A folder is walked
+recursively in sorted order; only image suffixes are taken and hidden files and folders (names
+starting with ``.``) are skipped. ``SRC/a/b/photo.jpg`` becomes ``DST/a/b/photo.png``.
+
+Safety: nothing is ever written inside ``SRC`` (an ``--out`` inside the source folder, or an output
+that would replace the source file, is refused); existing outputs are skipped unless ``overwrite``;
+two sources that would share an output name (``a.jpg``, ``a.png``) are reported, not overwritten.
+A bad file is recorded in ``DownscaleResult.failed`` with the reason and the walk goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from srpipe.errors import InputError, OutputError, SrpipeError, UsageError
+from srpipe.imaging.io import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, read_image, write_image
+from srpipe.imaging.resize import Boundary, imresize, modcrop
+from srpipe.progress import ProgressFn, report
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DownscaleResult:
+    """What :func:`downscale_tree` did.
+
+    ``written``: output files. ``skipped``: ``(source, reason)`` left alone because the output
+    exists. ``failed``: ``(source, reason)`` that could not be converted. ``megapixels``: HR
+    megapixels read for the written files; ``seconds``: wall time of the whole call.
+    """
+
+    written: tuple[Path, ...]
+    skipped: tuple[tuple[Path, str], ...]
+    failed: tuple[tuple[Path, str], ...]
+    megapixels: float
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        """True when no file failed (skipped files are not failures)."""
+        return not self.failed
+
+    def as_dict(self) -> dict[str, object]:
+        """A JSON-ready view (paths as strings)."""
+        return {"written": [str(p) for p in self.written],
+                "skipped": [{"path": str(p), "reason": r} for p, r in self.skipped],
+                "failed": [{"path": str(p), "reason": r} for p, r in self.failed],
+                "megapixels": round(self.megapixels, 3), "seconds": round(self.seconds, 3)}
+
+
+def _is_image(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def plan_outputs(src: Path, dst: Path) -> list[tuple[Path, Path]]:
+    """``(source, output)`` pairs for a file or a folder tree, in a stable order (see module doc).
+
+    A file ``src`` goes to ``dst`` itself when ``dst`` ends in ``.png``, else to ``dst/<stem>.png``.
+    Raises ``InputError`` (missing source, not an image, no images found) and ``OutputError``
+    (``dst`` inside the source folder, or the output would replace the source file).
+    """
+    if not src.exists():
+        raise InputError(f"{src}: no such file or folder")
+    if src.is_file():
+        if not _is_image(src):
+            raise InputError(f"{src}: not an image file (expected one of {', '.join(IMAGE_SUFFIXES)})")
+        out = dst if dst.suffix.lower() == ".png" else dst / f"{src.stem}.png"
+        if out.resolve() == src.resolve():
+            raise OutputError(f"{out}: that is the source file; choose another --out")
+        return [(src, out)]
+    root = src.resolve()
+    if _inside(dst.resolve(), root):
+        raise OutputError(f"--out {dst} is inside the source folder {src}; choose a folder outside it")
+    if dst.exists() and not dst.is_dir():
+        raise OutputError(f"--out {dst} is a file; a folder source needs an output folder")
+    pairs = []
+    for folder, dirs, files in os.walk(src):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            path = Path(folder) / name
+            if not name.startswith(".") and _is_image(path):
+                pairs.append((path, dst / path.relative_to(src).with_suffix(".png")))
+    if not pairs:
+        raise InputError(f"{src}: no images found (looked for {', '.join(IMAGE_SUFFIXES)}; "
+                         "hidden files and folders are skipped)")
+    return pairs
+
+
+def _reason(exc: Exception, path: Path) -> str:
+    text = str(exc) or type(exc).__name__
+    return text.removeprefix(f"{path}: ")
+
+
+def downscale_tree(src: Path, dst: Path, *, scale: int, boundary: Boundary = "mirror",
+                   overwrite: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS,
+                   progress: ProgressFn | None = None) -> DownscaleResult:
+    """Write ``modcrop(img, scale)`` shrunk by ``1/scale`` (MATLAB bicubic) for every image under ``src``.
+
+    Returns a :class:`DownscaleResult`; per-file problems (unreadable, too small, unwritable, output
+    exists, name clash) are recorded there, never raised. Raises ``UsageError`` for ``scale`` < 2 and
+    the errors of :func:`plan_outputs` for an unusable ``src``/``dst``. Reports progress as task
+    ``"downscale"`` (files, with HR MP/s).
+    """
+    if isinstance(scale, bool) or not isinstance(scale, int) or scale < 2:
+        raise UsageError(f"--scale must be an integer >= 2, got {scale!r}")
+    start = time.perf_counter()
+    src, dst = Path(src), Path(dst)
+    pairs = plan_outputs(src, dst)
+    root = src.resolve() if src.is_dir() else None
+    written: list[Path] = []
+    skipped: list[tuple[Path, str]] = []
+    failed: list[tuple[Path, str]] = []
+    claimed: dict[Path, Path] = {}
+    megapixels = 0.0
+    for done, (path, out) in enumerate(pairs, start=1):
+        key = out.resolve()
+        if key in claimed:
+            failed.append((path, f"same output {out} as {claimed[key]}; rename one of them"))
+        elif root is not None and _inside(key, root):
+            failed.append((path, f"output {out} would be inside the source folder"))
+        elif out.exists() and not overwrite:
+            skipped.append((path, f"{out} exists (--overwrite replaces it)"))
+        else:
+            try:
+                image = read_image(path, max_pixels=max_pixels)
+                lr = imresize(modcrop(image.pixels, scale), 1 / scale, boundary=boundary)
+                out.parent.mkdir(parents=True, exist_ok=True)
+                write_image(out, lr, icc=image.icc, exif=image.exif)
+            except (SrpipeError, OSError, ValueError) as exc:
+                log.debug("%s: failed", path, exc_info=True)
+                failed.append((path, _reason(exc, path)))
+            else:
+                written.append(out)
+                megapixels += image.pixels.shape[0] * image.pixels.shape[1] / 1e6
+        claimed.setdefault(key, path)
+        rate = megapixels / max(time.perf_counter() - start, 1e-9)
+        report(progress, "downscale", done, len(pairs), f"{rate:.1f} MP/s")
+    return DownscaleResult(tuple(written), tuple(skipped), tuple(failed), megapixels,
+                           time.perf_counter() - start)

@@ -1,0 +1,226 @@
+"""``srpipe process``: upscale a file or a folder tree with one ONNX Runtime session.
+
+Pipeline: a reader thread decodes images into a bounded queue, the calling thread runs the model
+(``OnnxUpscaler``), a writer thread encodes and writes through another bounded queue, so decoding and
+encoding overlap inference while at most a few images sit in memory. Every file ends as ``ok``,
+``skipped`` (its output already exists; ``overwrite`` redoes it) or ``failed`` with the reason (corrupt,
+truncated, unsupported, over the pixel cap, unwritable...); one bad file never stops the batch.
+Writes are atomic (``imaging.io.write_image``), so an existing output is always complete and a rerun
+after a kill simply finishes the job. Paths are checked by ``infer.files`` (mirrored tree, no collisions,
+nothing outside ``--out``, never the input).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from srpipe.config import ProcessConfig
+from srpipe.errors import SrpipeError, UsageError
+from srpipe.imaging.color import to_uint8
+from srpipe.imaging.io import Image, read_image, write_image
+from srpipe.infer.files import (
+    Job,
+    check_roots,
+    plan_outputs,
+    safe_output_path,
+    shard_of,
+    walk_inputs,
+)
+from srpipe.infer.session import find_model
+from srpipe.infer.upscaler import OnnxUpscaler
+from srpipe.progress import ProgressFn, report
+from srpipe.workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+Status = Literal["ok", "skipped", "failed"]
+QUEUE_DEPTH = 2  # images waiting on each side of the model: enough to hide I/O, little memory
+_EIGHT_BIT = (".jpg", ".jpeg", ".webp", ".bmp")
+_NO_ALPHA = (".jpg", ".jpeg", ".bmp")
+
+
+@dataclass
+class FileResult:
+    """The fate of one input file."""
+
+    input: str
+    output: str
+    status: Status
+    reason: str = ""
+    output_megapixels: float = 0.0
+    seconds: float = 0.0  # model time for this file
+
+
+@dataclass
+class ProcessReport:
+    """What ``process`` did; ``to_dict`` is the ``--json`` report."""
+
+    model: str
+    provider: str
+    scale: int
+    tile: int
+    overlap: int
+    batch: int
+    ensemble: bool
+    shard: tuple[int, int]
+    files: list[FileResult] = field(default_factory=list)
+    seconds: float = 0.0
+    extra_compute: float = 0.0
+    oom_retries: int = 0
+
+    def count(self, status: Status) -> int:
+        return sum(f.status == status for f in self.files)
+
+    @property
+    def output_megapixels(self) -> float:
+        return sum(f.output_megapixels for f in self.files)
+
+    @property
+    def megapixels_per_second(self) -> float:
+        return self.output_megapixels / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict[str, object]:
+        data = asdict(self)
+        data.update(ok=self.count("ok"), skipped=self.count("skipped"), failed=self.count("failed"),
+                    output_megapixels=round(self.output_megapixels, 3),
+                    megapixels_per_second=round(self.megapixels_per_second, 4))
+        return data
+
+
+def make_jobs(source: Path, out: Path, cfg: ProcessConfig, shard: tuple[int, int]) -> list[Job]:
+    """All inputs, their collision-free outputs, and this shard's share of them."""
+    check_roots(source, out)
+    found = walk_inputs(source, cfg.extensions)
+    outs = plan_outputs([rel for _, rel in found], cfg.format)
+    k, n = shard
+    return [Job(path, rel, out_rel) for (path, rel), out_rel in zip(found, outs, strict=True)
+            if n == 1 or shard_of(rel, n) == k]
+
+
+def process(source: Path, out: Path, cfg: ProcessConfig, *, workspace: Workspace,
+            model: str | Path | None = None, shard: tuple[int, int] = (0, 1),
+            progress: ProgressFn | None = None, upscaler: OnnxUpscaler | None = None) -> ProcessReport:
+    """Upscale ``source`` (file or folder) into ``out``; see the module docstring.
+
+    ``model``: a file, "default" (bundled), or None (newest workspace export of ``cfg.scale``, then
+    bundled). ``upscaler`` replaces the session-backed one (tests, benchmarks).
+    """
+    jobs = make_jobs(source, out, cfg, shard)
+    if upscaler is None:
+        path = find_model(cfg.scale, model=model, workspace=workspace)
+        upscaler = OnnxUpscaler.open(path, device=cfg.device, threads=cfg.threads, tile=cfg.tile,
+                                     overlap=cfg.overlap, batch=cfg.batch, ensemble=cfg.ensemble)
+        model_name = str(path)
+    else:
+        model_name = getattr(upscaler, "name", "custom")
+    if cfg.scale and upscaler.scale != cfg.scale:
+        raise UsageError(f"{model_name} is a x{upscaler.scale} model, but --scale {cfg.scale} was asked "
+                         "for; pass a matching --model or drop --scale")
+    rep = ProcessReport(model=model_name, provider=upscaler.provider, scale=upscaler.scale,
+                        tile=upscaler.tile, overlap=upscaler.overlap, batch=upscaler.batch,
+                        ensemble=upscaler.ensemble, shard=shard)
+    log.info("%d file(s) to process with %s on %s", len(jobs), model_name, upscaler.provider)
+    start = time.perf_counter()
+    _run(jobs, out, cfg, upscaler, rep, progress)
+    rep.seconds = time.perf_counter() - start
+    st = upscaler.stats
+    rep.extra_compute = st.computed_lr_pixels / st.image_lr_pixels - 1 if st.image_lr_pixels else 0.0
+    rep.oom_retries, rep.tile = st.oom_retries, upscaler.tile
+    return rep
+
+
+def _run(jobs: list[Job], out: Path, cfg: ProcessConfig, upscaler: OnnxUpscaler, rep: ProcessReport,
+         progress: ProgressFn | None) -> None:
+    results: dict[int, FileResult] = {}
+    todo: list[tuple[int, Job, Path]] = []
+    for i, job in enumerate(jobs):
+        target = out.joinpath(*job.out_rel.parts)
+        if target.is_file() and not target.is_symlink() and not cfg.overwrite:
+            results[i] = FileResult(str(job.source), str(target), "skipped", "output exists")
+        else:
+            todo.append((i, job, target))
+    decoded: queue.Queue[tuple[int, Job, Path, Image | Exception] | None] = queue.Queue(QUEUE_DEPTH)
+    encode: queue.Queue[tuple[int, Job, Path, Image, np.ndarray, float] | None] = queue.Queue(QUEUE_DEPTH)
+    stop = threading.Event()
+    lock = threading.Lock()
+
+    def finish(i: int, result: FileResult) -> None:
+        with lock:
+            results[i] = result
+            done = len(results)
+        mps = sum(r.output_megapixels for r in results.values()) / max(time.perf_counter() - t0, 1e-9)
+        report(progress, "process", done, len(jobs), f"{mps:.2f} MP/s")
+
+    def reader() -> None:
+        for i, job, target in todo:
+            if stop.is_set():
+                break
+            try:
+                item: Image | Exception = read_image(job.source, max_pixels=cfg.max_pixels)
+            except Exception as exc:  # reported per file; the batch goes on
+                item = exc
+            decoded.put((i, job, target, item))
+        decoded.put(None)
+
+    def writer() -> None:
+        while (item := encode.get()) is not None:
+            i, job, target, image, pixels, seconds = item
+            try:
+                path = safe_output_path(out, job.out_rel, job.source)
+                if target.suffix.lower() in _EIGHT_BIT and pixels.dtype == np.uint16:
+                    pixels = to_uint8(pixels)  # the format holds 8 bits; converting is what was asked
+                write_image(path, pixels, icc=image.icc, exif=image.exif, quality=cfg.quality)
+                mp = pixels.shape[0] * pixels.shape[1] / 1e6
+                finish(i, FileResult(str(job.source), str(path), "ok", "", mp, seconds))
+            except Exception as exc:
+                finish(i, FileResult(str(job.source), str(target), "failed", _reason(exc)))
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=reader, name="srpipe-decode", daemon=True),
+               threading.Thread(target=writer, name="srpipe-encode", daemon=True)]
+    for t in threads:
+        t.start()
+    try:
+        while (got := decoded.get()) is not None:
+            i, job, target, image = got
+            if isinstance(image, Exception):
+                finish(i, FileResult(str(job.source), str(target), "failed", _reason(image)))
+                continue
+            if image.pixels.ndim == 3 and image.pixels.shape[2] == 4 and target.suffix.lower() in _NO_ALPHA:
+                finish(i, FileResult(str(job.source), str(target), "failed",
+                                     f"{target.suffix} cannot store the alpha channel; use --format png, "
+                                     "webp or tiff"))
+                continue
+            t = time.perf_counter()
+            try:
+                pixels = upscaler(image.pixels)
+            except Exception as exc:
+                log.debug("upscaling %s failed", job.source, exc_info=True)
+                finish(i, FileResult(str(job.source), str(target), "failed", _reason(exc)))
+                continue
+            encode.put((i, job, target, image, pixels, time.perf_counter() - t))
+    finally:
+        stop.set()
+        encode.put(None)  # the writer finishes what it holds (atomically) and exits
+        while threads[0].is_alive():  # unblock a reader waiting on a full queue after an interrupt
+            with contextlib.suppress(queue.Empty):
+                decoded.get(timeout=0.05)
+        for t in threads:
+            t.join()
+    rep.files = [results[i] for i in sorted(results)]
+
+
+def _reason(exc: BaseException) -> str:
+    """One line for the report: srpipe errors already name the file; others get their type."""
+    if isinstance(exc, SrpipeError):
+        return getattr(exc, "reason", None) or str(exc)
+    return f"{type(exc).__name__}: {exc}"

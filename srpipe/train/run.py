@@ -1,0 +1,168 @@
+"""``srpipe train`` entry point: pick or create the run directory, resolve the config, train.
+
+Contract of :func:`train` (called once per process; under torchrun every rank calls it):
+
+- New run (``resume`` None): the pipeline with ``overrides`` applied; the run directory is ``run_dir`` or
+  ``<workspace>/runs/<pipeline>-<YYYYmmdd-HHMMSS>`` (rank 0 picks the name, every rank uses it). A
+  directory that already holds a checkpoint is refused (pass ``resume`` instead).
+- Resume (``resume`` True → the workspace's most recently saved run; a Path → that run): the config is
+  the run's ``config.toml`` with ``overrides`` applied (e.g. ``iterations=600000`` to train longer);
+  the model may not change. Training continues from ``checkpoints/last.pt`` exactly.
+- Stores: ``train.stores`` or the workspace's ``stores/``; a missing store is a ``StoreError`` that
+  says to run ``srpipe prepare``.
+- Rank 0 writes ``config.toml``, the checkpoints, ``metrics.csv`` and ``train.log`` (the ``srpipe``
+  loggers' records during the run). Overrides use keys of ``[train]`` (``lr=2e-4``,
+  ``model.n_feats=32``); a leading ``train.`` is accepted too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from srpipe.config import Pipeline, TrainConfig, apply_overrides, load_pipeline
+from srpipe.errors import ConfigError, InputError, StoreError, UsageError
+from srpipe.progress import ProgressFn
+from srpipe.train import distributed
+from srpipe.train.loop import fit
+from srpipe.train.result import TrainResult
+from srpipe.train.rundir import RunDir, latest_run, new_run_name, write_config
+from srpipe.train.state import read_resume
+from srpipe.workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+
+def apply_train_overrides(pipeline: Pipeline, overrides: Sequence[str]) -> Pipeline:
+    """``pipeline`` with ``key=value`` overrides applied to its ``[train]`` table."""
+    keys = [o[len("train."):] if o.startswith("train.") else o for o in overrides]
+    return dataclasses.replace(pipeline, train=apply_overrides(pipeline.train, keys, source="--set"))
+
+
+def resolve_stores(cfg: TrainConfig, workspace: Workspace) -> Path:
+    """The stores folder; ``StoreError`` (with what to run) when ``train.h5``/``valid.h5`` are missing."""
+    stores = Path(cfg.stores).expanduser() if cfg.stores else workspace.stores
+    needed = ["train.h5"] + (["valid.h5"] if cfg.val_every else [])
+    missing = [name for name in needed if not (stores / name).is_file()]
+    if missing:
+        raise StoreError(f"{stores}: no {' or '.join(missing)}; run `srpipe prepare IMAGES_DIR` first (it "
+                         "writes train.h5 and valid.h5 there), or point train.stores at a folder with them")
+    return stores
+
+
+def find_resume_dir(resume: Path | bool, workspace: Workspace) -> Path:
+    """The run directory to resume: the given one, or the workspace's most recently saved run."""
+    if resume is True:
+        found = latest_run(workspace.runs)
+        if found is None:
+            raise InputError(f"{workspace.runs}: no run with a checkpoint to resume; "
+                             "start one with `srpipe train`")
+        return found
+    run = Path(resume)  # type: ignore[arg-type]
+    if not RunDir(run).last.is_file():
+        raise InputError(f"{run}: not a run directory with checkpoints/last.pt; nothing to resume")
+    if not RunDir(run).config.is_file():
+        raise InputError(f"{run}: has no config.toml; cannot tell how it was trained")
+    return run
+
+
+def _resume_pipeline(run: RunDir, overrides: Sequence[str]) -> Pipeline:
+    saved = load_pipeline(run.config)
+    pipeline = apply_train_overrides(saved, overrides)
+    if pipeline.train.model != saved.train.model:
+        raise ConfigError(f"--set cannot change the model of a run being resumed ({run.root}); start a "
+                          "new run with train.init_from pointing at it instead")
+    return pipeline
+
+
+def _unused_name(runs: Path, name: str) -> str:
+    """``name``, or ``name-2``, ``name-3``, ... when runs started within the same second exist."""
+    candidate, n = name, 1
+    while (runs / candidate).exists():
+        n += 1
+        candidate = f"{name}-{n}"
+    return candidate
+
+
+@contextmanager
+def _run_logging(path: Path, is_main: bool) -> Iterator[None]:
+    """Rank 0: copy the ``srpipe`` loggers' records (INFO and up) into ``path``. Other ranks: warnings only,
+    so that a torchrun job's console shows each message once."""
+    logger, root = logging.getLogger("srpipe"), logging.getLogger()
+    old_level = logger.level
+    if not is_main:
+        logger.setLevel(max(logger.getEffectiveLevel(), logging.WARNING))
+        try:
+            yield
+        finally:
+            logger.setLevel(old_level)
+        return
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setLevel(logging.INFO)
+    # The file wants INFO even when the console is quieter (-q): let the srpipe loggers emit INFO and
+    # give the console handlers the threshold the loggers used to apply, so they show what they did.
+    console_level = logger.getEffectiveLevel()
+    quieted = [h for h in root.handlers if h.level < console_level]
+    old_handler_levels = [h.level for h in quieted]
+    for h in quieted:
+        h.setLevel(console_level)
+    logger.setLevel(min(console_level, logging.INFO))
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+        logger.setLevel(old_level)
+        for h, level in zip(quieted, old_handler_levels, strict=True):
+            h.setLevel(level)
+
+
+def train(pipeline: Pipeline | None, *, workspace: Workspace, overrides: Sequence[str] = (),
+          run_dir: Path | None = None, resume: Path | bool | None = None,
+          progress: ProgressFn | None = None) -> TrainResult:
+    """Train a new run of ``pipeline`` or resume one; see the module docstring."""
+    if resume is not None and resume is not False:
+        if pipeline is not None:
+            raise UsageError("--resume takes the configuration from the run's config.toml; drop --pipeline "
+                             "(use --set to change settings such as iterations)")
+        root = find_resume_dir(resume, workspace)
+        run = RunDir(root)
+        pipeline = _resume_pipeline(run, overrides)
+    else:
+        if pipeline is None:
+            raise UsageError("no pipeline given")
+        pipeline = apply_train_overrides(pipeline, overrides)
+        run = None
+    cfg = pipeline.train
+    stores = resolve_stores(cfg, workspace)
+    ctx = distributed.setup(cfg.device)
+    try:
+        resumed = None
+        if run is None:
+            name = _unused_name(workspace.runs, new_run_name(pipeline.name))
+            name = distributed.broadcast_object(ctx, name)  # rank 0's clock decides
+            run = RunDir(Path(run_dir) if run_dir is not None else workspace.runs / name)
+            if run.last.is_file() or run.best.is_file():
+                raise UsageError(f"{run.root} already holds a training run; resume it with "
+                                 f"`srpipe train --resume {run.root}` or choose another --run-dir")
+            if ctx.is_main:
+                run.checkpoints.mkdir(parents=True, exist_ok=True)
+                write_config(run.config, pipeline)
+        else:
+            resumed = read_resume(run.last)
+            if ctx.is_main:
+                write_config(run.config, pipeline)  # records overrides such as a longer schedule
+        distributed.barrier(ctx)
+        with _run_logging(run.log, ctx.is_main):
+            if resumed is not None:
+                log.info("resuming %s from iteration %d", run.root, resumed.state.iteration)
+            else:
+                log.info("training %s into %s", pipeline.name, run.root)
+            return fit(cfg, run, ctx=ctx, stores=stores, resume=resumed, progress=progress)
+    finally:
+        distributed.teardown(ctx)

@@ -1,0 +1,146 @@
+"""``srpipe downscale`` and ``srpipe.imaging.downscale``: files, tree layout, safety, exit codes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import smooth_image
+from PIL import Image as PILImage
+
+from srpipe.cli import cli
+from srpipe.errors import InputError, OutputError, UsageError
+from srpipe.imaging.downscale import downscale_tree
+from srpipe.imaging.resize import imresize, modcrop
+from srpipe.progress import Progress
+
+
+def _save(path: Path, pixels: np.ndarray) -> np.ndarray:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    PILImage.fromarray(pixels).save(path)
+    return pixels
+
+
+def _load(path: Path) -> np.ndarray:
+    with PILImage.open(path) as im:
+        return np.asarray(im)
+
+
+def _tree(root: Path, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """A source tree: images at several depths plus things that must be ignored."""
+    images = {
+        "top.png": _save(root / "top.png", smooth_image(rng, 23, 17, 3)),
+        "a/b/photo.png": _save(root / "a" / "b" / "photo.png", smooth_image(rng, 19, 26, 3)),
+        "a/rgba.png": _save(root / "a" / "rgba.png", smooth_image(rng, 20, 21, 4)),
+        "gray.png": _save(root / "gray.png", smooth_image(rng, 17, 23, 1)[:, :, 0]),
+    }
+    _save(root / ".hidden.png", smooth_image(rng, 8, 8, 3))
+    _save(root / ".cache" / "x.png", smooth_image(rng, 8, 8, 3))
+    (root / "notes.txt").write_text("not an image")
+    return images
+
+
+def _run(*args: str) -> object:
+    return CliRunner().invoke(cli, ["downscale", *args], catch_exceptions=False)
+
+
+def test_tree_is_mirrored_with_modcrop_and_exact_pixels(tmp_path: Path, rng: np.random.Generator) -> None:
+    src, dst = tmp_path / "hr", tmp_path / "lr"
+    images = _tree(src, rng)
+    before = sorted(p.relative_to(src) for p in src.rglob("*"))
+    result = _run(str(src), "--scale", "2", "--out", str(dst))
+    assert result.exit_code == 0, result.output
+    assert "4 written, 0 skipped" in result.output
+    written = sorted(str(p.relative_to(dst)) for p in dst.rglob("*") if p.is_file())
+    assert written == ["a/b/photo.png", "a/rgba.png", "gray.png", "top.png"]
+    for rel, hr in images.items():
+        lr = _load(dst / rel)
+        assert np.array_equal(lr, imresize(modcrop(hr, 2), 1 / 2)), rel
+    assert _load(dst / "top.png").shape == (11, 8, 3)  # 23×17 → modcrop 22×16 → 11×8
+    assert _load(dst / "a" / "rgba.png").shape == (10, 10, 4)
+    assert sorted(p.relative_to(src) for p in src.rglob("*")) == before  # nothing written into SRC
+
+
+def test_existing_outputs_are_skipped_unless_overwrite(tmp_path: Path, rng: np.random.Generator) -> None:
+    src, dst = tmp_path / "hr", tmp_path / "lr"
+    hr = _save(src / "one.png", smooth_image(rng, 24, 18, 3))
+    assert _run(str(src), "-s", "3", "-o", str(dst)).exit_code == 0
+    (dst / "one.png").write_bytes(b"user's own file")
+    again = _run(str(src), "-s", "3", "-o", str(dst))
+    assert again.exit_code == 0 and "0 written, 1 skipped" in again.output
+    assert (dst / "one.png").read_bytes() == b"user's own file"
+    forced = _run(str(src), "-s", "3", "-o", str(dst), "--overwrite")
+    assert forced.exit_code == 0 and "1 written" in forced.output
+    assert np.array_equal(_load(dst / "one.png"), imresize(hr, 1 / 3))
+
+
+def test_bad_files_are_reported_and_the_rest_written(tmp_path: Path, rng: np.random.Generator) -> None:
+    src, dst = tmp_path / "hr", tmp_path / "lr"
+    _save(src / "good.png", smooth_image(rng, 16, 16, 3))
+    (src / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n but then nothing")
+    _save(src / "tiny.png", smooth_image(rng, 3, 9, 3))
+    _save(src / "twin.jpg", smooth_image(rng, 16, 16, 3))
+    _save(src / "twin.png", smooth_image(rng, 16, 16, 3))
+    result = CliRunner().invoke(cli, ["downscale", str(src), "-s", "4", "-o", str(dst)])
+    assert result.exit_code == 1
+    assert "2 written" in result.stdout and "3 failed" in result.stdout
+    assert f"{src / 'broken.png'}:" in result.stderr
+    assert "smaller than the scale 4" in result.stderr
+    assert f"same output {dst / 'twin.png'} as {src / 'twin.jpg'}" in result.stderr
+    assert sorted(p.name for p in dst.iterdir()) == ["good.png", "twin.png"]
+    assert np.array_equal(_load(dst / "twin.png"), imresize(_load(src / "twin.jpg"), 1 / 4))
+
+
+def test_single_file_to_folder_or_png_and_json(tmp_path: Path, rng: np.random.Generator) -> None:
+    hr = _save(tmp_path / "in" / "pic.png", smooth_image(rng, 30, 22, 3))
+    result = _run(str(tmp_path / "in" / "pic.png"), "-s", "2", "-o", str(tmp_path / "out"), "--json",
+                  "--boundary", "replicate")
+    payload = json.loads(result.stdout)
+    assert result.exit_code == 0 and payload["written"] == [str(tmp_path / "out" / "pic.png")]
+    replicate = _load(tmp_path / "out" / "pic.png")
+    assert np.array_equal(replicate, imresize(hr, 1 / 2, boundary="replicate"))
+    assert _run(str(tmp_path / "in" / "pic.png"), "-s", "2", "-o", str(tmp_path / "x.png")).exit_code == 0
+    mirror = _load(tmp_path / "x.png")
+    assert not np.array_equal(mirror, replicate)  # the boundary option reaches the resizer
+
+
+@pytest.mark.parametrize(("setup", "args", "code", "words"), [
+    ("tree", ["SRC", "-s", "2", "-o", "SRC/lr"], 1, "is inside the source folder"),
+    ("tree", ["SRC/pic.png", "-s", "2", "-o", "SRC"], 1, "that is the source file"),
+    ("none", ["SRC", "-s", "2", "-o", "OUT"], 2, "no such file or folder"),
+    ("empty", ["SRC", "-s", "2", "-o", "OUT"], 2, "no images found"),
+    ("tree", ["SRC", "-s", "1", "-o", "OUT"], 2, "1 is not in the range x>=2"),
+])
+def test_unusable_arguments_fail_cleanly(tmp_path: Path, rng: np.random.Generator, setup: str,
+                                         args: list[str], code: int, words: str) -> None:
+    src = tmp_path / "src"
+    if setup == "tree":
+        _save(src / "pic.png", smooth_image(rng, 12, 12, 3))
+    elif setup == "empty":
+        (src / "sub").mkdir(parents=True)
+        (src / "readme.txt").write_text("x")
+    argv = [a.replace("SRC", str(src)).replace("OUT", str(tmp_path / "out")) for a in args]
+    result = CliRunner().invoke(cli, ["downscale", *argv])
+    assert result.exit_code == code and words in result.output
+    assert not (tmp_path / "out").exists() and not (src / "lr").exists()
+    if setup == "tree":
+        assert sorted(p.name for p in src.iterdir()) == ["pic.png"]
+
+
+def test_library_result_and_progress(tmp_path: Path, rng: np.random.Generator) -> None:
+    _tree(tmp_path / "hr", rng)
+    seen: list[Progress] = []
+    result = downscale_tree(tmp_path / "hr", tmp_path / "lr", scale=4, progress=seen.append)
+    assert result.ok and len(result.written) == 4 and not result.skipped
+    assert [p.done for p in seen] == [1, 2, 3, 4] and {p.total for p in seen} == {4}
+    assert result.megapixels == pytest.approx((23 * 17 + 19 * 26 + 20 * 21 + 17 * 23) / 1e6)
+    with pytest.raises(UsageError):
+        downscale_tree(tmp_path / "hr", tmp_path / "lr", scale=1)
+    with pytest.raises(InputError):
+        downscale_tree(tmp_path / "nope", tmp_path / "lr", scale=2)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OutputError, match="is a file"):
+        downscale_tree(tmp_path / "hr", tmp_path / "file", scale=2)
