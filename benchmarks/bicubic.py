@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    python benchmarks/bicubic.py [--size 1020] [--repeats 5]
+    python benchmarks/bicubic.py [--size 1020] [--repeats 15]
 
 Both implementations shrink the same synthetic RGB uint8 image by 2, 3 and 4; the script asserts
 that their outputs are identical, then prints the median time of each, their ratio (target >= 20x),
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -103,13 +104,14 @@ def interleaved_medians(fns: list[Callable[[], object]], repeats: int) -> list[f
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", type=int, default=1020, help="HR side (divisible by 2, 3, 4)")
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=15)
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[0 : args.size, 0 : args.size].astype(np.float64)
     smooth = np.stack([np.sin(xx / (7 + 3 * c) + yy / (11 + c)) for c in range(3)], axis=-1)
     img = np.clip(127.5 + 100 * smooth + rng.normal(0, 20, smooth.shape), 0, 255).round().astype(np.uint8)
-    print(f"image {args.size}x{args.size} RGB uint8, median of {args.repeats} runs, numpy {np.__version__}")
+    print(f"image {args.size}x{args.size} RGB uint8, median of {args.repeats} runs, numpy {np.__version__}, "
+          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} (other jobs slow all columns)")
     print(f"{'scale':>5} {'srpipe ms':>10} {'BasicSR-loop ms':>16} {'ratio':>7} "
           f"{'row-loop ms':>12} {'ratio':>7}  identical")
     total = 0.0

@@ -12,17 +12,20 @@ LR, random pixels: the loader's cost does not depend on content) once per chunk 
 main process) and, side by side in the same run, a plain ``DataLoader(PatchDataset)`` over the same
 items (per-item float tensors + torch's ``default_collate``), and prints the median pairs/s of
 ``--repeats`` runs and their ratio. Consuming a batch means receiving it as float32 CPU tensors.
-Target: >= 1,500 pairs/s with 2 workers on 2 cores.
+Target: >= 1,500 pairs/s with 2 workers on 2 cores. The first line reports how many cores two busy
+processes really get at the time (a shared host may give fewer than ``os.cpu_count()``).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import os
+import resource
 import statistics
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import h5py
@@ -71,13 +74,44 @@ def read_cpu_ms(ds: PatchDataset, batches: int) -> float:
     return 1e3 * statistics.median(times)
 
 
-def pairs_per_second(loader: Iterable[tuple[torch.Tensor, torch.Tensor]], batches: int) -> float:
-    it = iter(loader)
+def _cpu_seconds() -> float:
+    """CPU time of this process and of its finished children (the loader's workers, once joined)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def pairs_per_second(make: Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]],
+                     batches: int) -> tuple[float, float]:
+    """Wall-clock pairs/s after the first batch, and CPU µs per pair over all processes (start-up
+    included). CPU time does not depend on what else the host runs, wall time does."""
+    cpu0 = _cpu_seconds()
+    it = iter(make())
     next(it)  # worker start-up and first prefetch are not throughput
     start, n = time.perf_counter(), 0
     for _, (lr, _hr) in zip(range(batches), it, strict=False):
         n += lr.shape[0]
-    return n / (time.perf_counter() - start)
+    rate = n / (time.perf_counter() - start)
+    del it  # joins the workers, so their CPU time is counted
+    gc.collect()
+    return rate, 1e6 * (_cpu_seconds() - cpu0) / (n + 16)
+
+
+def _spin(_: int) -> float:
+    a = np.ones((1 << 20,), np.float64)
+    start = time.perf_counter()
+    for _ in range(300):
+        np.sqrt(a, out=a)
+    return time.perf_counter() - start
+
+
+def effective_cores(n: int = 2) -> float:
+    """Cores ``n`` concurrent CPU-bound processes actually get (a shared host may give fewer)."""
+    import multiprocessing
+
+    alone = statistics.median(_spin(0) for _ in range(3))
+    with multiprocessing.get_context("fork").Pool(n) as pool:
+        together = max(pool.map(_spin, range(n)))
+    return n * alone / together
 
 
 def main() -> None:
@@ -91,7 +125,8 @@ def main() -> None:
     parser.add_argument("--no-plain", action="store_true", help="skip the plain-DataLoader comparison")
     args = parser.parse_args()
     workers = [int(w) for w in args.workers.split(",")]
-    print(f"cpus {os.cpu_count()}, torch threads {torch.get_num_threads()}, load {os.getloadavg()[0]:.2f}")
+    print(f"cpus {os.cpu_count()}, torch threads {torch.get_num_threads()}, load {os.getloadavg()[0]:.2f}, "
+          f"effective cores for 2 busy processes {effective_cores():.2f}")
     with tempfile.TemporaryDirectory(prefix="srpipe-loader-") as tmp:
         stores = ([(args.store, "given")] if args.store else
                   [(make_store(Path(tmp) / f"c{c}.h5", args.patches, c), f"tile {c}")
@@ -109,18 +144,20 @@ def main() -> None:
             for w in workers:
                 fast, plain = [], []
                 for _ in range(args.repeats):  # interleaved, so load drifts hit both alike
-                    fast.append(pairs_per_second(PatchLoader(ds, batch_size=16, workers=w), args.batches))
+                    fast.append(pairs_per_second(lambda w=w, ds=ds: PatchLoader(ds, batch_size=16, workers=w),
+                                                 args.batches))
                     if not args.no_plain:
-                        loader = DataLoader(ds, batch_size=16, num_workers=w,
-                                            persistent_workers=w > 0, prefetch_factor=4 if w else None)
-                        plain.append(pairs_per_second(loader, args.batches))
-                f = statistics.median(fast)
+                        plain.append(pairs_per_second(lambda w=w, ds=ds: DataLoader(
+                            ds, batch_size=16, num_workers=w, persistent_workers=w > 0,
+                            prefetch_factor=4 if w else None), args.batches))
+                f, cpu = (statistics.median(v) for v in zip(*fast, strict=True))
                 versus = ""
                 if plain:
-                    p = statistics.median(plain)
-                    versus = f"   plain Dataset+default_collate {p:7.0f} pairs/s   ratio {f / p:4.2f}"
-                print(f"  workers {w}: srpipe {f:7.0f} pairs/s{versus}   "
-                      f"(runs: {', '.join(f'{x:.0f}' for x in fast)})")
+                    p, pcpu = (statistics.median(v) for v in zip(*plain, strict=True))
+                    versus = (f" | plain DataLoader {p:6.0f} pairs/s, {pcpu:5.0f} µs CPU/pair"
+                              f" | ratio {f / p:4.2f}")
+                print(f"  workers {w}: srpipe {f:6.0f} pairs/s, {cpu:5.0f} µs CPU/pair{versus} "
+                      f"(srpipe runs: {', '.join(f'{x:.0f}' for x, _ in fast)})")
 
 
 if __name__ == "__main__":

@@ -8,8 +8,9 @@ Input: ``--input``, else ``../shared/data/train/BSD200`` (199 PNG photos, 481×3
 synthetic 800×600 PNGs. BSD200's short side is 321 px, so the default sub-image side is 240 (the
 smallest multiple of 12 that fits 48-px x4 LR patches is 192). Each run writes fresh stores to a
 temporary folder; the script prints the median HR megapixels/s of the whole ``prepare`` call per worker
-count, and a one-process breakdown of where the time goes per image. (srpipe's bicubic against a
-per-row loop is ``benchmarks/bicubic.py``.)
+count, a one-process breakdown of where the time goes per image, and a control: how many cores two
+concurrent CPU-bound processes actually get on this machine right now (a shared host may give fewer
+than ``os.cpu_count()``). (srpipe's bicubic against a per-row loop is ``benchmarks/bicubic.py``.)
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +68,23 @@ def breakdown(files: list[Path], cfg: PrepareConfig) -> dict[str, float]:
     return {name: statistics.median(v) for name, v in stages.items()}
 
 
+def _spin(_: int) -> float:
+    img = np.full((600, 800, 3), 128, np.uint8)
+    start = time.perf_counter()
+    for _ in range(15):
+        imresize(img, 1 / 2)
+    return time.perf_counter() - start
+
+
+def effective_cores(workers: int) -> float:
+    """How many cores this machine gives us right now: the same CPU-bound job run ``workers`` times at
+    once in a pool versus once alone. On a shared host it can be far below ``os.cpu_count()``."""
+    alone = statistics.median(_spin(0) for _ in range(3))
+    with ProcessPoolExecutor(workers) as pool:
+        together = max(pool.map(_spin, range(workers)))
+    return workers * alone / together
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--input", type=Path, default=None)
@@ -83,6 +102,7 @@ def main() -> None:
               f"stride {cfg.stride}")
         for name, ms in breakdown(files[:30], cfg).items():
             print(f"  one process, per image: {name:34s} {ms:7.2f} ms")
+        print(f"  control: {effective_cores(2):.2f} effective cores for 2 concurrent CPU-bound processes")
         for w in (int(w) for w in args.workers.split(",")):
             rates, mp, patches = [], 0.0, 0
             for r in range(args.repeats):

@@ -1,24 +1,27 @@
 """Benchmark: ``srpipe process`` throughput, efficiency, tiling fidelity and memory on EDSR-baseline x4.
 
-Run from the repository root (about 5-10 minutes on 2 cores)::
+Run from the repository root (about 6-10 minutes on 2 cores)::
 
-    python benchmarks/process_throughput.py [--images 3] [--skip-24mp]
+    python benchmarks/process_throughput.py [--images 2] [--rounds 3] [--skip-24mp]
 
-Everything is measured side by side in one run, medians of interleaved repeats:
+Everything is measured in one run. Other work on a shared machine moves every timing, so each ratio is
+computed from *paired, interleaved* measurements (A then B, repeated) and the median ratio is reported;
+the load average is printed beside it.
 
 1. Exports EDSR-baseline x4 with random weights (the tiling and speed questions do not depend on
    training) through ``srpipe.export.export_model``: measured receptive field and overlap included.
-2. Machine conv2d peak: a 64→64 3×3 convolution on 1×64×256×256 in ONNX Runtime and in PyTorch; the
-   faster of the two is "this machine's conv2d GFLOP/s", measured before, between and after the two
-   end-to-end runs (median of the three), since other work on the machine moves both.
-3. ``srpipe process`` end to end (decode, tiles, blend, encode, atomic writes) over real photos
-   (BSD200 from ../shared, else synthetic 481×321): output MP/s and useful GFLOP/s = whole-image model
-   FLOPs / wall time (overlap counted as waste), divided by the conv2d peak (target >= 0.75).
-4. Inference only, same weights, same tile size (192): ``OnnxUpscaler`` against a crop-only PyTorch
-   tile loop written like Real-ESRGAN's ``tile_process`` (tile_pad 10, no blending) (target >= 1.3x),
-   and the PSNR of each tiled output against whole-image inference.
-5. Batching (1 vs 4 tiles per call) and IO binding (on vs off) on the CPU provider.
-6. Peak RSS of a child process upscaling one 1500×1000 photo to 6000×4000 (24 MP).
+2. Machine conv2d GFLOP/s: four stacked 64→64 3×3 convolutions on 1×64×256×256 (stacked so that ONNX
+   Runtime's layout conversions at the graph boundary are amortised), in ONNX Runtime and in PyTorch;
+   the faster of the two is "this machine's conv2d GFLOP/s".
+3. ``srpipe process`` end to end (decode, tiles, blend, encode, atomic writes) on real photos (BSD200
+   from ../shared, else synthetic 481×321), default settings: output MP/s, and useful GFLOP/s = whole-
+   image model FLOPs / wall time (overlap counted as waste) divided by the conv2d GFLOP/s measured just
+   before and after that run (target >= 0.75).
+4. Inference only, same weights, same tile size: ``OnnxUpscaler`` against a crop-only PyTorch tile loop
+   written like Real-ESRGAN's ``tile_process`` (tile_pad 10, no blending) (target >= 1.3x), and the PSNR
+   of each tiled output against whole-image inference.
+5. Batching (1 vs 4 tiles per call) and IO binding (on vs off) on the CPU provider, tile 96.
+6. Peak memory (VmHWM of a fresh child process) upscaling one 1500×1000 photo to 6000×4000 (24 MP).
 """
 
 from __future__ import annotations
@@ -50,37 +53,43 @@ from srpipe.workspace import Workspace
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "train" / "BSD200"
 
 
-def median_time(fn: Callable[[], object], repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+class ConvProbe:
+    """Four stacked 64→64 3×3 convs on 1×64×256×256 in ONNX Runtime and PyTorch (see the module doc)."""
 
+    FLOPS = 4 * 2 * 64 * 64 * 9 * 256 * 256
 
-def conv_peak() -> dict[str, float]:
-    """GFLOP/s of one 64→64 3×3 conv on 1×64×256×256, ORT (CPU EP) and PyTorch, median of 5."""
-    import onnxruntime as ort
+    def __init__(self, folder: Path) -> None:
+        import onnxruntime as ort
 
-    conv = torch.nn.Conv2d(64, 64, 3, padding=1).eval()
-    x = torch.rand(1, 64, 256, 256)
-    flops = 2 * 64 * 64 * 9 * 256 * 256
-    with tempfile.TemporaryDirectory() as d:
-        path = Path(d) / "conv.onnx"
+        self.model = torch.nn.Sequential(*(torch.nn.Conv2d(64, 64, 3, padding=1) for _ in range(4))).eval()
+        self.x = torch.rand(1, 64, 256, 256)
+        path = folder / "convs.onnx"
         with warnings.catch_warnings():  # the TorchScript exporter's deprecation notice
             warnings.simplefilter("ignore")
-            torch.onnx.export(conv, (x,), str(path), dynamo=False, input_names=["x"], opset_version=17)
+            torch.onnx.export(self.model, (self.x,), str(path), dynamo=False, input_names=["x"],
+                              opset_version=17)
         so = ort.SessionOptions()
         so.intra_op_num_threads = cpu_threads()
-        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    xn = x.numpy()
-    sess.run(None, {"x": xn})
-    with torch.no_grad():
-        conv(x)
-        t_torch = median_time(lambda: conv(x), 5)
-    t_ort = median_time(lambda: sess.run(None, {"x": xn}), 5)
-    return {"ort": flops / t_ort / 1e9, "torch": flops / t_torch / 1e9}
+        self.sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        self()
+
+    def __call__(self) -> dict[str, float]:
+        """GFLOP/s, best of 2 runs each."""
+        xn = self.x.numpy()
+        t_ort = min(timed(lambda: self.sess.run(None, {"x": xn})) for _ in range(2))
+        with torch.no_grad():
+            t_torch = min(timed(lambda: self.model(self.x)) for _ in range(2))
+        return {"ort": self.FLOPS / t_ort / 1e9, "torch": self.FLOPS / t_torch / 1e9}
+
+
+def timed(fn: Callable[[], object]) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def load() -> float:
+    return float(Path("/proc/loadavg").read_text().split()[0]) if Path("/proc/loadavg").exists() else -1.0
 
 
 def tile_process_torch(model: torch.nn.Module, img: np.ndarray, scale: int, tile: int = 192,
@@ -121,99 +130,121 @@ def photos(folder: Path, count: int) -> list[Path]:
 
 
 MEMORY_CHILD = """
-import resource, sys, time
+import sys, time
 from pathlib import Path
 from srpipe.config import ProcessConfig
 from srpipe.infer.runner import process
 from srpipe.infer.upscaler import OnnxUpscaler
 from srpipe.workspace import Workspace
+def hwm():  # VmHWM belongs to this address space: unlike ru_maxrss it does not survive exec()
+    return int(Path("/proc/self/status").read_text().split("VmHWM:")[1].split()[0]) / 1024
 up = OnnxUpscaler.open(Path(sys.argv[1]), device="cpu")
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+base = hwm()
 t = time.perf_counter()
 rep = process(Path(sys.argv[2]), Path(sys.argv[3]), ProcessConfig(), workspace=Workspace(Path(sys.argv[3])),
               upscaler=up)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(base / 1024, peak / 1024, time.perf_counter() - t, rep.count("ok"))
+print(base, hwm(), time.perf_counter() - t, rep.count("ok"), rep.tile)
 """
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--images", type=int, default=3, help="photos for the end-to-end runs")
+    ap.add_argument("--images", type=int, default=2, help="photos per end-to-end run")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved repeats of each comparison")
     ap.add_argument("--skip-24mp", action="store_true", help="skip the 24-megapixel memory run")
     args = ap.parse_args()
     torch.set_num_threads(cpu_threads())
-    res: dict[str, object] = {"threads": cpu_threads(), "torch": torch.__version__}
+    res: dict[str, object] = {"threads": cpu_threads(), "torch": torch.__version__, "load_start": load()}
     work = Path(tempfile.mkdtemp(prefix="srpipe-bench-"))
     torch.manual_seed(0)
     cfg: ModelConfig = preset_config("baseline", 4)
     model = build_model(cfg).eval()
-    t = time.perf_counter()
     exported = export_model(model, cfg, work / "edsr-baseline-x4.onnx", ExportConfig(), source="random")
-    res["export_s"] = round(time.perf_counter() - t, 1)
     rf = exported.receptive
     res["receptive"] = {"theoretical": rf.theoretical, "effective": rf.effective, "overlap": rf.overlap}
     mflop = float(exported.metadata["mflop_per_lr_pixel"])
+    tile = ProcessConfig().tile
 
+    # 3. end to end, each run between two conv-peak probes
     files = photos(work / "in", args.images)
-    lr_pixels = sum(read_image(f).pixels.shape[0] * read_image(f).pixels.shape[1] for f in files)
-    ws = Workspace(work / "ws")
-    peaks, runs = [conv_peak()], []
-    for i in range(2):  # conv peak / process / conv peak / process / conv peak: noise hits both alike
-        runs.append(process(work / "in", work / "out", ProcessConfig(device="cpu", overwrite=i > 0),
-                            workspace=ws, model=exported.path))
-        peaks.append(conv_peak())
-    machine = statistics.median(max(p.values()) for p in peaks)
-    res["conv_gflops"] = {k: [round(p[k], 1) for p in peaks] for k in ("ort", "torch")}
-    seconds = statistics.median(r.seconds for r in runs)
+    imgs = [read_image(f).pixels for f in files]
+    lr_pixels = sum(im.shape[0] * im.shape[1] for im in imgs)
+    probe = ConvProbe(work)
+    peaks, ratios, runs = [probe()], [], []
+    for i in range(args.rounds):
+        rep = process(work / "in", work / "out", ProcessConfig(device="cpu", overwrite=i > 0),
+                      workspace=Workspace(work / "ws"), model=exported.path)
+        peaks.append(probe())
+        useful = mflop * 1e6 * lr_pixels / rep.seconds / 1e9
+        ratios.append(useful / ((max(peaks[-2].values()) + max(peaks[-1].values())) / 2))
+        runs.append(rep)
     rep = runs[-1]
-    useful = mflop * 1e6 * lr_pixels / seconds / 1e9
-    res["process"] = {"files": rep.count("ok"), "provider": rep.provider, "tile": rep.tile,
-                      "overlap": rep.overlap, "seconds": [round(r.seconds, 2) for r in runs],
-                      "output_mp_per_s": round(rep.output_megapixels / seconds, 4),
-                      "extra_compute": round(rep.extra_compute, 4), "useful_gflops": round(useful, 1),
-                      "conv_peak_gflops_median": round(machine, 1),
-                      "useful_over_conv_peak": round(useful / machine, 3)}
+    res["conv_gflops"] = {k: [round(p[k]) for p in peaks] for k in ("ort", "torch")}
+    res["process"] = {
+        "files": rep.count("ok"), "provider": rep.provider, "tile": rep.tile, "overlap": rep.overlap,
+        "seconds": [round(r.seconds, 2) for r in runs], "extra_compute": round(rep.extra_compute, 4),
+        "output_mp_per_s": round(statistics.median(r.megapixels_per_second for r in runs), 4),
+        "useful_gflops": round(statistics.median(mflop * 1e3 * lr_pixels / r.seconds / 1e6 for r in runs), 1),
+        "useful_over_conv_peak": [round(r, 3) for r in ratios],
+        "useful_over_conv_peak_median": round(statistics.median(ratios), 3), "load": load()}
 
-    imgs = [read_image(f).pixels for f in files[:2]]
-    ours = OnnxUpscaler.open(exported.path, device="cpu", tile=192)
+    # 4. inference only against a Real-ESRGAN-style crop loop, same weights and tile size
+    ours = OnnxUpscaler.open(exported.path, device="cpu", tile=tile)
+    speedups, t_ours, t_torch, outs = [], [], [], {}
+    for _ in range(args.rounds):
+        for k, im in enumerate(imgs):
+            a = timed(lambda im=im, k=k: outs.__setitem__(("ours", k), ours(im)))
+            b = timed(lambda im=im, k=k: outs.__setitem__(("torch", k),
+                                                          tile_process_torch(model, im, 4, tile)))
+            t_ours.append(a)
+            t_torch.append(b)
+            speedups.append(b / a)
     whole = OnnxUpscaler.open(exported.path, device="cpu", tile=0)
-    ref = [whole(im) for im in imgs]
-    t_ours, t_torch = [], []
-    for _ in range(2):  # interleaved, so machine noise hits both alike
-        for im in imgs:
-            t_ours.append(median_time(lambda im=im: ours(im), 1))
-            t_torch.append(median_time(lambda im=im: tile_process_torch(model, im, 4), 1))
+    refs = [whole(im).astype(np.int64) for im in imgs]
     res["vs_torch_tile_loop"] = {
-        "srpipe_s": round(statistics.median(t_ours), 2), "torch_s": round(statistics.median(t_torch), 2),
-        "speedup": round(statistics.median(t_torch) / statistics.median(t_ours), 3),
-        "psnr_tiled_vs_whole": round(min(psnr(ours(im), r) for im, r in zip(imgs, ref, strict=True)), 2),
-        "maxdiff_tiled_vs_whole": int(max(np.abs(ours(im).astype(int) - r).max()
-                                          for im, r in zip(imgs, ref, strict=True))),
-        "psnr_torch_loop_vs_whole": round(min(psnr(tile_process_torch(model, im, 4), r)
-                                              for im, r in zip(imgs, ref, strict=True)), 2)}
+        "tile": tile, "srpipe_s": round(statistics.median(t_ours), 2),
+        "torch_s": round(statistics.median(t_torch), 2), "speedups": [round(x, 2) for x in speedups],
+        "speedup_median": round(statistics.median(speedups), 3),
+        "psnr_tiled_vs_whole": round(min(psnr(outs["ours", k], r) for k, r in enumerate(refs)), 2),
+        "maxdiff_tiled_vs_whole": int(max(np.abs(outs["ours", k] - r).max() for k, r in enumerate(refs))),
+        "psnr_torch_loop_vs_whole": round(min(psnr(outs["torch", k], r) for k, r in enumerate(refs)), 2),
+        "maxdiff_torch_loop_vs_whole": int(max(np.abs(outs["torch", k] - r).max()
+                                               for k, r in enumerate(refs))),
+        "load": load()}
+    del whole, refs
 
+    # 5. batching and IO binding on the CPU provider (small tiles, so there are many to batch)
     variants = {"batch1": OnnxUpscaler.open(exported.path, device="cpu", tile=96, batch=1),
                 "batch4": OnnxUpscaler.open(exported.path, device="cpu", tile=96, batch=4),
                 "no_io_binding": OnnxUpscaler.open(exported.path, device="cpu", tile=96, batch=1,
                                                    io_binding=False)}
     times: dict[str, list[float]] = {k: [] for k in variants}
-    for _ in range(3):
+    for _ in range(args.rounds):
         for k, up in variants.items():
-            times[k].append(median_time(lambda up=up: up(imgs[0]), 1))
-    res["cpu_variants_s_tile96"] = {k: round(statistics.median(v), 2) for k, v in times.items()}
+            times[k].append(timed(lambda up=up: up(imgs[0])))
+    res["cpu_variants_tile96"] = {
+        "seconds": {k: round(statistics.median(v), 2) for k, v in times.items()},
+        "batch4_over_batch1": round(statistics.median(b / a for a, b in zip(times["batch1"], times["batch4"],
+                                                                               strict=True)), 3),
+        "no_binding_over_binding": round(statistics.median(
+            b / a for a, b in zip(times["batch1"], times["no_io_binding"], strict=True)), 3)}
+    del variants
 
+    # 6. peak memory of a fresh process for a 24-megapixel output
     if not args.skip_24mp:
-        big = work / "big"
-        big.mkdir()
         import cv2
 
-        write_image(big / "big.png", cv2.resize(imgs[0], (1500, 1000), interpolation=cv2.INTER_CUBIC))
-        out = subprocess.run([sys.executable, "-c", MEMORY_CHILD, str(exported.path), str(big),
+        (work / "big").mkdir()
+        big = cv2.resize(imgs[0], (1500, 1000), interpolation=cv2.INTER_CUBIC)
+        write_image(work / "big" / "big.png", big)
+        out = subprocess.run([sys.executable, "-c", MEMORY_CHILD, str(exported.path), str(work / "big"),
                               str(work / "big-out")], capture_output=True, text=True, check=True)
-        base, peak_mb, secs, ok = out.stdout.split()
-        res["24mp"] = {"output": "6000x4000", "rss_after_session_mb": round(float(base)),
-                       "peak_rss_mb": round(float(peak_mb)), "seconds": round(float(secs), 1), "ok": int(ok)}
+        base, peak_mb, secs, ok, used_tile = out.stdout.split()
+        res["24mp"] = {"output": "6000x4000", "tile": int(used_tile),
+                       "hwm_after_session_mb": round(float(base)), "peak_mb": round(float(peak_mb)),
+                       "seconds": round(float(secs), 1), "ok": int(ok),
+                       "output_array_mb": 6000 * 4000 * 3 // 2**20}
+    res["load_end"] = load()
     print(json.dumps(res, indent=2))
 
 

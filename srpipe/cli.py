@@ -339,7 +339,7 @@ def info_command(ctx: click.Context, model: str, scale: int, as_json: bool) -> N
 @click.option("-s", "--scale", type=click.IntRange(2, 8), default=None, help="Default: the model's, else 4.")
 @click.option("-m", "--model", default=None, metavar="FILE|default",
               help="ONNX model (default: newest export of the scale in the workspace, then the bundled one).")
-@click.option("--tile", type=click.IntRange(0), default=None, help="LR tile side, 0 = whole image [192].")
+@click.option("--tile", type=click.IntRange(0), default=None, help="LR tile side, 0 = whole image [384].")
 @click.option("--overlap", type=click.IntRange(0), default=None, help="LR overlap [the model's measured].")
 @click.option("--batch", type=click.IntRange(0), default=None, help="Tiles per call [auto].")
 @click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default=None, help="[auto]")

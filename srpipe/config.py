@@ -134,9 +134,9 @@ class ProcessConfig:
     """``srpipe process``: tiled ONNX Runtime upscaling of files and folders (docs/process.md)."""
 
     scale: int = 0  # 0 = the given model's scale (4 when the model is looked up)
-    tile: int = 192  # LR tile side; 0 = whole image at once
+    tile: int = 384  # LR tile side (at most); 0 = whole image at once
     overlap: int = 0  # LR pixels shared by neighbouring tiles; 0 = the model's measured recommendation
-    batch: int = 0  # tiles per session call; 0 = auto (1 on the CPU, 4 on CUDA)
+    batch: int = 0  # tiles per session call; 0 = auto (CPU: 1; CUDA: 4 for tiles up to 256, else 1)
     device: Literal["auto", "cuda", "cpu"] = "auto"
     format: Literal["same", "png", "jpg", "webp", "tiff"] = "same"
     quality: int = 95  # JPEG/WebP quality (WebP 100 = lossless)

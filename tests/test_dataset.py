@@ -107,6 +107,16 @@ def test_loader_batches_equal_stacked_items(stores: Path) -> None:
     assert len(PatchLoader(ds, batch_size=4, workers=0, drop_last=False)) == -(-len(ds) // 4)
 
 
+def test_reads_while_the_file_is_open_without_locking(stores: Path) -> None:
+    """HDF5 refuses a second open with other locking flags; the dataset falls back instead of failing."""
+    with h5py.File(stores / "train.h5", "r", locking=False) as f:
+        ds = PatchDataset(stores / "train.h5", scale=2, patch_size=8, augment=False)
+        _, hr = ds[0]
+        k, y, x, _ = ds.draw(0)
+        np.testing.assert_array_equal((hr.permute(1, 2, 0).numpy() * 255).round(),
+                                      f["hr"][k, 2 * y : 2 * y + 16, 2 * x : 2 * x + 16])
+
+
 def test_pickled_dataset_reopens_its_file(stores: Path) -> None:
     ds = PatchDataset(stores / "train.h5", scale=2, patch_size=8, augment=False)
     first = ds[2]

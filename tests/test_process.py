@@ -181,6 +181,9 @@ def test_missing_model_and_bad_shard_are_usage_errors(tmp_path: Path, rng: np.ra
     assert code == 2 and "--shard" in err
     code, _, err = run(tmp_path, str(tmp_path / "missing"), "-o", str(tmp_path / "out"))
     assert code == 2 and "no such file or folder" in err
+    (tmp_path / "empty" / ".hidden").mkdir(parents=True)
+    code, _, err = run(tmp_path, str(tmp_path / "empty"), "-o", str(tmp_path / "out"))
+    assert code == 2 and "no images to process" in err
 
 
 def test_shards_partition_the_files(tmp_path: Path, model: Path, rng: np.random.Generator) -> None:

@@ -4,12 +4,14 @@ official benchmark LR files (bit-exact; skipped cleanly without ../shared)."""
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import smooth_image
 
+from srpipe.imaging import resize
 from srpipe.imaging.resize import contributions, imresize, modcrop
 
 # ---- an independent, deliberately plain port of MATLAB imresize (small images only) -------------
@@ -138,6 +140,90 @@ def test_float_input_stays_float_and_unrounded(rng: np.random.Generator) -> None
     np.testing.assert_allclose(out, reference_imresize(img, 1 / 4), rtol=0, atol=1e-12)
     assert np.any(out * 255 != np.round(out * 255))
     assert imresize(img.astype(np.float32), 2).dtype == np.float32
+
+
+# ---- the proved-exact integer path (float32 for uint8, BLAS summation order) -------------------------
+
+
+def _random_image(rng: np.random.Generator, shape: tuple[int, int], channels: int, dtype: type,
+                  kind: str) -> np.ndarray:
+    top = np.iinfo(dtype).max
+    full = (*shape, max(channels, 1))
+    if kind == "noise":  # every residue of the window sums, so exact ties (x2, x4) and near-ties (x3)
+        img = rng.integers(0, top, full, endpoint=True).astype(dtype)
+    elif kind == "edges":  # 0 / max blocks: over- and undershoot, saturation at both ends
+        img = (rng.integers(0, 2, full) * top).astype(dtype)
+    else:
+        img = smooth_image(rng, *shape, max(channels, 1), dtype=dtype)
+    return img[:, :, 0] if channels == 0 else img
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+@pytest.mark.parametrize("shape", [(23, 17), (101, 67)])
+def test_exact_path_matches_reference_and_float64_path_on_random_images(
+    rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch, dtype: type, shape: tuple[int, int]
+) -> None:
+    cases = [(_random_image(rng, shape, channels, dtype, kind), scale, boundary)
+             for channels in (0, 3, 4) for kind in ("noise", "edges", "smooth")
+             for scale in (1 / 2, 1 / 3, 1 / 4, 2, 3, 4) for boundary in ("mirror", "replicate")]
+    fast = [imresize(img, scale, boundary=boundary) for img, scale, boundary in cases]
+    for out, (img, scale, boundary) in zip(fast, cases, strict=True):
+        assert out.dtype == dtype and out.shape[2:] == img.shape[2:]
+        assert np.array_equal(out, reference_imresize(img, scale, boundary)), (img.shape, scale, boundary)
+    # The same images through the float64 path with MATLAB's own weights (what x6 still uses).
+    monkeypatch.setattr(resize, "_exact_weights", lambda *args: None)
+    for out, (img, scale, boundary) in zip(fast, cases, strict=True):
+        assert np.array_equal(out, imresize(img, scale, boundary=boundary)), (img.shape, scale, boundary)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+@pytest.mark.parametrize(("factor", "denom"), [(2, 256), (3, 81), (4, 4096)])
+def test_one_pass_equals_exact_integer_rounding(rng: np.random.Generator, dtype: type, factor: int,
+                                                denom: int) -> None:
+    # Every weight is m_k / D (exactly for x2 and x4; x3 up to float rounding), so a pass is
+    # round-half-up(S / D) with S = sum m_k v_k, an oracle in pure integer arithmetic. A single
+    # column isolates the row pass (the column pass of a width-1 image returns its input).
+    top, n = np.iinfo(dtype).max, 100_000
+    column = rng.integers(0, top, (factor * n, 1), endpoint=True).astype(dtype)
+    for boundary in ("mirror", "replicate"):
+        weights, indices = contributions(factor * n, n, 1 / factor, boundary)
+        m = np.rint(weights * denom).astype(np.int64)
+        assert np.abs(weights * denom - m).max() < 1e-9 and np.all(m.sum(axis=1) == denom)
+        sums = (m * column[indices, 0].astype(np.int64)).sum(axis=1)
+        expected = np.clip((2 * sums + denom) // (2 * denom), 0, top)
+        assert np.array_equal(imresize(column, 1 / factor, boundary=boundary)[:, 0], expected)
+    closest = np.abs(2 * (sums % denom) - denom).min()  # 0: exact ties (x2, x4); 1: 1/162 away (x3)
+    assert closest == denom % 2 and np.sum(np.abs(2 * (sums % denom) - denom) == closest) >= 10
+
+
+def test_exact_path_covers_the_integer_factors() -> None:
+    for factor in (2, 3, 4):
+        for in_len, out_len, scale in ((60 * factor, 60, 1 / factor), (60, 60 * factor, factor)):
+            assert resize._exact_weights(in_len, out_len, scale, "mirror", 255).dtype == np.float32
+            assert resize._exact_weights(in_len, out_len, scale, "replicate", 65535) is not None
+    assert resize._exact_weights(400, 50, 1 / 8, "mirror", 255).dtype == np.float64  # 255 * 76544 > 2**24
+    assert resize._exact_weights(360, 60, 1 / 6, "mirror", 255) is None  # D = 20736: even, not 2**q
+    assert resize._exact_weights(100, 37, 0.37, "mirror", 255) is None  # not an integer factor
+
+
+def test_results_never_share_the_reused_buffers(rng: np.random.Generator) -> None:
+    # Intermediates live in per-thread buffers reused by the next call; results must not.
+    first_img, second_img = smooth_image(rng, 40, 30, 3), smooth_image(rng, 40, 30, 3)
+    first = imresize(first_img, 1 / 2)
+    kept = first.copy()
+    second = imresize(second_img, 1 / 2)
+    assert np.array_equal(first, kept) and not np.shares_memory(first, second)
+    images = [smooth_image(rng, 241 + k, 187, 3) for k in range(4)] * 30
+    with ThreadPoolExecutor(max_workers=4) as pool:  # each thread has its own buffers
+        together = list(pool.map(lambda img: imresize(img, 1 / 3), images))
+    assert all(np.array_equal(out, imresize(img, 1 / 3)) for out, img in zip(together, images, strict=True))
+
+
+def test_views_give_the_same_result_as_copies(rng: np.random.Generator) -> None:
+    big = smooth_image(rng, 50, 41, 4)
+    for view in (modcrop(big, 4), big[::-1], big[:, :, 2::-1], big[1::2, 3:, :3], big[:, :, 1]):
+        for scale in (1 / 2, 1 / 3, 2):
+            assert np.array_equal(imresize(view, scale), imresize(np.ascontiguousarray(view), scale))
 
 
 # ---- properties --------------------------------------------------------------------------------------

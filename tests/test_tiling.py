@@ -10,6 +10,7 @@ import pytest
 from conftest import smooth_image
 from tiny_onnx import tiny_model
 
+from srpipe.config import ProcessConfig
 from srpipe.infer import receptive
 from srpipe.infer.tiling import Blender, axis_window, plan_axis, plan_tiles
 
@@ -132,7 +133,7 @@ def _compare_tiled_with_whole(model: Path, images: list[np.ndarray]) -> tuple[fl
     from srpipe.infer.upscaler import OnnxUpscaler
 
     whole = OnnxUpscaler.open(model, device="cpu", tile=0)
-    tiled = OnnxUpscaler.open(model, device="cpu")  # defaults: tile 192, the model's overlap
+    tiled = OnnxUpscaler.open(model, device="cpu", tile=ProcessConfig().tile)  # default tile, overlap
     se, n, worst = 0.0, 0, 0
     for img in images:
         a, b = whole(img).astype(np.int64), tiled(img).astype(np.int64)
@@ -146,7 +147,7 @@ def _compare_tiled_with_whole(model: Path, images: list[np.ndarray]) -> tuple[fl
 
 def test_default_tiling_matches_whole_image_on_synthetic_images(wide_model: Path,
                                                                 rng: np.random.Generator) -> None:
-    images = [smooth_image(rng, 321, 481), smooth_image(rng, 203, 397),
+    images = [smooth_image(rng, 321, 481), smooth_image(rng, 500, 760),  # 2×3 tiles of the default 384
               (receptive.test_card(260, 410, seed=3) * 255).round().astype(np.uint8)]
     psnr, worst, extra = _compare_tiled_with_whole(wide_model, images)
     assert psnr >= 50 and worst <= 2

@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import BatchSampler, DataLoader, Dataset
 
-from srpipe.data.store import open_store, read_table
+from srpipe.data.store import open_read, open_store, read_table
 from srpipe.errors import StoreError
 
 # Random crops never hit the same chunk twice in a row, so a big cache only costs memcpy; a few
@@ -53,7 +53,7 @@ class _LazyFile:
         """Dataset ``name``; the lookup is cached because h5py's path lookup costs ~0.1 ms."""
         if self._file is None or self._pid != os.getpid():
             # After a fork the inherited handle belongs to the parent's HDF5 state: open our own.
-            self._file = h5py.File(self.path, "r", rdcc_nbytes=RDCC_NBYTES)
+            self._file = open_read(self.path, rdcc_nbytes=RDCC_NBYTES)
             self._datasets, self._pid = {}, os.getpid()
         ds = self._datasets.get(name)
         if ds is None:
@@ -79,8 +79,8 @@ def item_draws(seed: int, i: int, bounds: tuple[int, ...]) -> list[int]:
     """Uniform integers in ``[0, b)`` for each ``b`` in ``bounds``, a pure function of ``(seed, i)``.
 
     A counter-based generator (splitmix64 of ``(seed, i, draw number)``, mapped to ``[0, b)`` by
-    Lemire's multiply-shift, bias < b / 2**64). It costs ~2 µs, against ~100 µs for constructing
-    ``np.random.default_rng([seed, i])`` per item, which showed up in the loader benchmark.
+    Lemire's multiply-shift, bias < b / 2**64). Four draws cost ~6 µs here, against ~50-100 µs for
+    ``np.random.default_rng([seed, i])`` per item, which showed up in the loader profile.
     """
     key = _mix64(_mix64(seed & _M64) ^ (i & _M64))
     return [(_mix64(key + n + 1) * b) >> 64 for n, b in enumerate(bounds)]
@@ -96,7 +96,9 @@ def transform_into(src: np.ndarray, code: int, dst: np.ndarray) -> None:
     if code & 3:
         src = cv2.flip(src, {1: 1, 2: 0, 3: -1}[code & 3])
     if code & 4:
-        cv2.transpose(src, dst=dst)
+        out = cv2.transpose(src, dst=dst)
+        if not np.may_share_memory(out, dst):  # OpenCV reallocates instead of failing on a mismatch
+            dst[...] = out
     else:
         dst[...] = src
 
@@ -109,7 +111,7 @@ class PatchDataset(Dataset):
         self.info = open_store(Path(store), split="train")
         if scale not in self.info.scales:
             raise StoreError(f"{store}: has scales {list(self.info.scales)}, not x{scale}; "
-                             f"re-run `srpipe prepare --scales ...` including {scale}")
+                             f"re-run `srpipe prepare --set scales=[...]` including {scale}")
         if patch_size < 1 or patch_size * scale > self.info.hr_size:
             raise StoreError(f"{store}: HR patch {patch_size}×{scale} = {patch_size * scale} px does not fit "
                              f"its {self.info.hr_size}-px sub-images; use a smaller patch size")
@@ -214,8 +216,10 @@ def to_float(batch: np.ndarray | Tensor, device: torch.device | None = None,
     slower here and its intra-op threads fought the loader workers for the 2 cores.
     """
     if device is not None and device.type != "cpu":
-        pinned = torch.from_numpy(batch).pin_memory() if isinstance(batch, np.ndarray) else batch
-        moved = pinned.to(device, non_blocking=True).permute(0, 3, 1, 2)
+        host = torch.from_numpy(batch) if isinstance(batch, np.ndarray) else batch
+        if device.type == "cuda":  # pinned host memory makes the copy asynchronous
+            host = host.pin_memory()
+        moved = host.to(device, non_blocking=True).permute(0, 3, 1, 2)
         return moved.to(torch.float32).div_(255.0).contiguous(memory_format=memory_format)
     n, h, w, _ = batch.shape
     out = torch.empty((n, 3, h, w), dtype=torch.float32, memory_format=memory_format)
@@ -234,7 +238,7 @@ class ValidationSet(Dataset):
         self.info = open_store(Path(store), split="valid")
         if scale not in self.info.scales:
             raise StoreError(f"{store}: has scales {list(self.info.scales)}, not x{scale}; "
-                             f"re-run `srpipe prepare --scales ...` including {scale}")
+                             f"re-run `srpipe prepare --set scales=[...]` including {scale}")
         self.scale = scale
         paths = read_table(Path(store), "sources")["path"]
         self.names = [str(Path(p).with_suffix("").as_posix()) for p in paths]
@@ -247,6 +251,7 @@ class ValidationSet(Dataset):
         if not 0 <= i < len(self):
             raise IndexError(f"index {i} out of range for {len(self)} images")
         s = self.scale
-        hr = self._file.get(f"images/{i:06d}/hr")[()]
+        hr_store = self._file.get(f"images/{i:06d}/hr")
+        h, w = hr_store.shape[:2]
         lr = self._file.get(f"images/{i:06d}/lr_x{s}")[()]
-        return self.names[i], lr, hr[: hr.shape[0] - hr.shape[0] % s, : hr.shape[1] - hr.shape[1] % s]
+        return self.names[i], lr, hr_store[: h - h % s, : w - w % s]  # the HR that ``lr`` was made from

@@ -201,7 +201,9 @@ def _write_split(split: str, sources: tuple[Source, ...], meta: st.StoreMeta, fi
 
 def _add(writer: st.StoreWriter, result: Decoded | Skip) -> None:
     if isinstance(result, Skip):
-        log.warning("skipped %s: %s", result.rel, result.reason)
+        # Too-small images are routine (the summary counts them); unreadable ones deserve a warning.
+        level = logging.DEBUG if result.kind == "too-small" else logging.WARNING
+        log.log(level, "skipped %s: %s", result.rel, result.reason)
         writer.add_skipped(result.rel, result.kind, result.reason)
         return
     index = writer.add_source(result.rel, result.sha256, result.shape, result.bit_depth)

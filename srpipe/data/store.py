@@ -1,14 +1,10 @@
-"""The HDF5 patch-store format (``train.h5`` / ``valid.h5``): writing, validating and describing.
+"""The HDF5 patch-store format (``train.h5`` / ``valid.h5``), specified in docs/store-format.md.
 
-The format is specified in ``docs/store-format.md``; this module is its reference implementation.
-Contract:
-
-- A store at its final name is always complete: :class:`StoreWriter` writes ``<name>.partial`` and
-  renames it only in :meth:`StoreWriter.finalize`, after setting the ``complete`` attribute.
-- A ``.partial`` file records how many inputs it has fully committed (``inputs_done``); a writer opened
-  on it with the same ``settings_hash`` and ``inputs_hash`` resumes there, anything else starts over.
-- :func:`open_store` validates a finished store and returns its :class:`StoreInfo`, or raises
-  ``StoreError`` naming the file and telling the user what to run.
+Contract: a store at its final name is always complete (:class:`StoreWriter` writes ``<name>.partial``
+and renames it in :meth:`StoreWriter.finalize` after setting ``complete``). A ``.partial`` file records
+the inputs it has committed (``inputs_done``); a writer opened on it with the same ``settings_hash`` and
+``inputs_hash`` resumes there, anything else starts over. :func:`open_store` validates a finished store
+or raises ``StoreError`` naming the file and saying what to run.
 """
 
 from __future__ import annotations
@@ -34,9 +30,7 @@ FORMAT = "srpipe-patch-store"
 FORMAT_VERSION = 1
 KERNEL = "matlab-bicubic-a-0.5-antialias"
 PARTIAL_SUFFIX = ".partial"
-# Tile side of HR/LR chunks: a random 48·s training crop then touches a handful of ~43 KB chunks
-# instead of a whole 691 KB sub-image; see docs/performance.md (prepare / loader) for the measurement.
-CHUNK_TARGET = 120
+CHUNK_TARGET = 120  # HR/LR chunk tile side: why 120, measured, in docs/performance.md (prepare / loader)
 _STR = h5py.string_dtype("utf-8")
 Split = Literal["train", "valid"]
 
@@ -66,14 +60,8 @@ class StoreInfo:
     n_skipped: int
     srpipe_version: str
     created: str
-
-    @property
-    def scales(self) -> tuple[int, ...]:
-        return self.meta.scales
-
-    @property
-    def hr_size(self) -> int:
-        return self.meta.hr_size
+    scales: tuple[int, ...]  # = meta.scales
+    hr_size: int  # = meta.hr_size
 
 
 def partial_path(final: Path) -> Path:
@@ -85,6 +73,17 @@ def chunk_side(side: int, target: int = CHUNK_TARGET) -> int:
     """Largest divisor of ``side`` up to ``target`` (no partial edge chunks), else ``min(side, target)``."""
     best = max(d for d in range(1, min(side, target) + 1) if side % d == 0)
     return best if best * 2 > min(side, target) else min(side, target)
+
+
+def open_read(path: Path, **kwargs: Any) -> h5py.File:
+    """Open a store read-only; without file locking where locking fails (NFS without locks, or this
+    process holds the file open with locking off). Finished stores are never written to."""
+    try:
+        return h5py.File(path, "r", **kwargs)
+    except OSError as exc:
+        if "lock" not in str(exc).lower():
+            raise
+        return h5py.File(path, "r", locking=False, **kwargs)
 
 
 def _meta_from_attrs(attrs: Any) -> StoreMeta:
@@ -108,7 +107,7 @@ def open_store(path: Path, *, split: Split | None = None) -> StoreInfo:
         extra = f" ({partial.name} exists: a prepare was interrupted; re-run it)" if partial.exists() else ""
         raise StoreError(f"{path}: no such store{extra}; {hint}")
     try:
-        with h5py.File(path, "r") as f:
+        with open_read(path) as f:
             attrs = dict(f.attrs)
             if attrs.get("format") != FORMAT:
                 raise StoreError(f"{path}: not an srpipe patch store (no format='{FORMAT}'); {hint}")
@@ -119,9 +118,10 @@ def open_store(path: Path, *, split: Split | None = None) -> StoreInfo:
             if not bool(attrs.get("complete", False)) or path.name.endswith(PARTIAL_SUFFIX):
                 raise StoreError(f"{path}: store is incomplete (an interrupted prepare); "
                                  "re-run `srpipe prepare`")
-            info = StoreInfo(path, _meta_from_attrs(attrs), n_images=int(attrs["n_images"]),
-                             n_patches=int(attrs["n_patches"]), n_skipped=int(attrs["n_skipped"]),
-                             srpipe_version=str(attrs["srpipe_version"]), created=str(attrs["created"]))
+            meta = _meta_from_attrs(attrs)
+            info = StoreInfo(path, meta, n_images=int(attrs["n_images"]), n_patches=int(attrs["n_patches"]),
+                             n_skipped=int(attrs["n_skipped"]), srpipe_version=str(attrs["srpipe_version"]),
+                             created=str(attrs["created"]), scales=meta.scales, hr_size=meta.hr_size)
     except OSError as exc:
         raise StoreError(f"{path}: cannot read as HDF5 ({exc}); {hint}") from exc
     except KeyError as exc:
@@ -172,17 +172,19 @@ class StoreWriter:
             except OSError as exc:
                 if "lock" in str(exc).lower():
                     raise StoreError(f"{temp}: another srpipe prepare is writing this store") from exc
-                log.info("%s: unreadable leftover from an interrupted run; starting over", temp)
             else:
-                same = (f.attrs.get("settings_hash") == meta.settings_hash
-                        and f.attrs.get("inputs_hash") == meta.inputs_hash)
-                if same:
-                    writer = cls(final, f, meta)
-                    writer._truncate_to_committed()
-                    log.info("%s: resuming after %d inputs", temp, writer.inputs_done)
-                    return writer
+                try:
+                    if (f.attrs.get("settings_hash"), f.attrs.get("inputs_hash")) == (
+                            meta.settings_hash, meta.inputs_hash):
+                        writer = cls(final, f, meta)
+                        writer._truncate_to_committed()
+                        log.info("%s: resuming after %d inputs", temp, writer.inputs_done)
+                        return writer
+                except (KeyError, OSError, ValueError):  # damaged by the kill: start over
+                    pass
                 f.close()
-                log.info("%s: leftover from a run with other settings or inputs; starting over", temp)
+            log.info("%s: leftover of an interrupted run (other settings or inputs, or damaged); "
+                     "starting over", temp)
             temp.unlink()
         return cls(final, cls._create(temp, meta), meta)
 
@@ -286,7 +288,7 @@ class StoreWriter:
 
 def read_table(path: Path, group: str) -> dict[str, np.ndarray]:
     """Columns of ``/sources`` or ``/skipped`` (strings decoded); ``/official_lr`` as ``{"rows": ...}``."""
-    with h5py.File(path, "r") as f:
+    with open_read(path) as f:
         items = [("rows", f[group])] if isinstance(f[group], h5py.Dataset) else list(f[group].items())
         return {k: (ds.asstr()[()] if ds.dtype.kind == "O" else ds[()]) for k, ds in items}
 

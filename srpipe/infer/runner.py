@@ -24,7 +24,7 @@ from typing import Literal
 import numpy as np
 
 from srpipe.config import ProcessConfig
-from srpipe.errors import SrpipeError, UsageError
+from srpipe.errors import InputError, SrpipeError, UsageError
 from srpipe.imaging.color import to_uint8
 from srpipe.imaging.io import Image, read_image, write_image
 from srpipe.infer.files import (
@@ -100,6 +100,9 @@ def make_jobs(source: Path, out: Path, cfg: ProcessConfig, shard: tuple[int, int
     """All inputs, their collision-free outputs, and this shard's share of them."""
     check_roots(source, out)
     found = walk_inputs(source, cfg.extensions)
+    if not found:
+        raise InputError(f"{source}: no images to process (looked for {', '.join(cfg.extensions)}; "
+                         "hidden files and folders are skipped)")
     outs = plan_outputs([rel for _, rel in found], cfg.format)
     k, n = shard
     return [Job(path, rel, out_rel) for (path, rel), out_rel in zip(found, outs, strict=True)
@@ -154,10 +157,10 @@ def _run(jobs: list[Job], out: Path, cfg: ProcessConfig, upscaler: OnnxUpscaler,
     lock = threading.Lock()
 
     def finish(i: int, result: FileResult) -> None:
-        with lock:
+        with lock:  # called from the main and the writer thread
             results[i] = result
             done = len(results)
-        mps = sum(r.output_megapixels for r in results.values()) / max(time.perf_counter() - t0, 1e-9)
+            mps = sum(r.output_megapixels for r in results.values()) / max(time.perf_counter() - t0, 1e-9)
         report(progress, "process", done, len(jobs), f"{mps:.2f} MP/s")
 
     def reader() -> None:

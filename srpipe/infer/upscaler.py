@@ -58,7 +58,7 @@ class UpscaleStats:
 class OnnxUpscaler:
     """Tiled super-resolution of whole images with one session (see the module docstring)."""
 
-    def __init__(self, session: Runner, *, scale: int, overlap: int, tile: int = 192, batch: int = 1,
+    def __init__(self, session: Runner, *, scale: int, overlap: int, tile: int = 384, batch: int = 1,
                  ensemble: bool = False) -> None:
         if tile < 0 or batch < 1 or overlap < 0:
             raise UsageError(f"tile ({tile}) and overlap ({overlap}) must be >= 0, batch ({batch}) >= 1")
@@ -71,14 +71,15 @@ class OnnxUpscaler:
         self.name = "onnx" + ("+ensemble" if ensemble else "")  # for reports (evaluate's Upscaler protocol)
 
     @classmethod
-    def open(cls, model: Path, *, device: Device = "auto", threads: int = 0, tile: int = 192,
+    def open(cls, model: Path, *, device: Device = "auto", threads: int = 0, tile: int = 384,
              overlap: int = 0, batch: int = 0, ensemble: bool = False,
              io_binding: bool = True) -> OnnxUpscaler:
         """Create the session for ``model``; ``overlap`` 0 = the model's recommendation; ``batch`` 0 =
-        auto: 4 tiles per call on CUDA (small tiles leave a GPU idle), 1 on the CPU, where batching
-        measured no faster (docs/performance.md) and only multiplies the activation memory."""
+        auto: 1 on the CPU, where batching measured no faster (docs/performance.md) and multiplies the
+        activation memory; on CUDA 4 for tiles up to 256 px (small tiles alone leave a GPU idle; not
+        measurable on our CPU-only machines), else 1."""
         session = OrtSession(model, device=device, threads=threads, io_binding=io_binding)
-        batch = batch or (4 if session.on_cuda else 1)
+        batch = batch or (4 if session.on_cuda and 0 < tile <= 256 else 1)
         if not overlap:
             overlap = session.info.overlap
             if not overlap and tile:

@@ -22,10 +22,10 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import overload
 
-import h5py
 import torch
 
 from srpipe.data.dataset import PatchDataset, PatchLoader
+from srpipe.data.store import open_read
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def loader_batches(dataset: PatchDataset, *, start: int, stop: int, batch_size: 
 
 def store_bytes(store: Path, scale: int) -> int:
     """Bytes the HR and x``scale`` LR arrays of a training store occupy uncompressed."""
-    with h5py.File(store, "r", locking=False) as f:
+    with open_read(store) as f:
         return sum(int(f[name].size) * f[name].dtype.itemsize for name in ("hr", f"lr_x{scale}"))
 
 
@@ -102,7 +102,7 @@ class DeviceBatches:
     def __init__(self, dataset: PatchDataset, device: torch.device) -> None:
         self.dataset, self.device = dataset, device
         s = dataset.scale
-        with h5py.File(dataset.info.path, "r", locking=False) as f:
+        with open_read(dataset.info.path) as f:
             self.hr = torch.from_numpy(f["hr"][()]).to(device)
             self.lr = torch.from_numpy(f[f"lr_x{s}"][()]).to(device)
         self.arange = torch.arange(dataset.patch_size * s, device=device)
