@@ -106,6 +106,7 @@ class TrainConfig:
     cudnn_benchmark: bool = True
     data_on_device: bool = False  # hold the whole store on the device and crop/augment there
     workers: int = 2  # DataLoader worker processes (0 = load in the training process)
+    threads: int = 0  # CPU threads for torch ops; 0 = PyTorch's default (one per core)
     val_every: int = 5000  # 0 = never validate
     val_images: int = 0  # 0 = all validation images
     val_tile: int = 256  # LR tile side for validating large images (exact: tiles overlap by the

@@ -18,6 +18,7 @@ from srpipe.cli import cli
 from srpipe.config import ExportConfig, ModelConfig, TrainConfig
 from srpipe.errors import CheckpointError, ExportError, InputError
 from srpipe.export import export_checkpoint, export_model, latest_run
+from srpipe.export_graph import export_graph, fuse_conv_after_shuffle
 from srpipe.infer.session import INPUT_NAME, OUTPUT_NAME, MetaKey
 from srpipe.model.checkpoint import save_checkpoint
 from srpipe.model.edsr import build_model, count_parameters
@@ -50,6 +51,7 @@ def test_graph_contract_metadata_and_parity(tmp_path: Path) -> None:
     assert 0 < int(meta[MetaKey.RF_EFFECTIVE]) <= int(meta[MetaKey.RF_THEORY]) == 6
     assert int(meta[MetaKey.OVERLAP]) == result.receptive.overlap >= int(meta[MetaKey.RF_EFFECTIVE])
     assert len(json.loads(meta[MetaKey.RF_PROFILE])) == 8 and float(meta[MetaKey.MFLOP]) > 0
+    assert meta[MetaKey.GRAPH] == "tail-conv-before-shuffle"
     sess = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
     for shape in ((1, 3, 17, 31), (3, 3, 9, 4)):  # odd sizes and a batch the trace never saw
         x = np.random.default_rng(0).random(shape, dtype=np.float32)
@@ -57,6 +59,22 @@ def test_graph_contract_metadata_and_parity(tmp_path: Path) -> None:
             ref = model(torch.from_numpy(x)).numpy()
         assert np.abs(sess.run(None, {INPUT_NAME: x})[0] - ref).max() <= 1e-4
     assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]  # no temporary left behind
+
+
+@pytest.mark.parametrize("r", [2, 3])
+def test_tail_conv_moves_before_the_shuffle_exactly(r: int) -> None:
+    torch.manual_seed(r)
+    conv = torch.nn.Conv2d(5, 3, 3, padding=1)
+    u = torch.randn(2, 5 * r * r, 7, 6)
+    shuffle = torch.nn.PixelShuffle(r)
+    with torch.no_grad():
+        expected = conv(shuffle(u))
+        got = shuffle(fuse_conv_after_shuffle(conv, r)(u))
+    assert got.shape == expected.shape and torch.allclose(got, expected, atol=1e-5)
+    model = tiny(dataclasses.replace(TINY, scale=4))
+    x = torch.rand(1, 3, 9, 11)
+    with torch.no_grad():
+        assert torch.allclose(export_graph(model)(x), model(x), atol=1e-5)
 
 
 def test_failed_verification_raises_and_writes_nothing(tmp_path: Path) -> None:

@@ -51,6 +51,7 @@ class MetaKey:
     PRECISION = "precision"
     PARITY = "parity_max_abs_diff"
     SOURCE = "source"
+    GRAPH = "graph_rewrite"
 
 
 @dataclass(frozen=True)

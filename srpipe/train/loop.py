@@ -53,6 +53,8 @@ class Trainer:
         device = self.device = ctx.device
         self.dtype = runtime.autocast_dtype(cfg, device)
         self.channels_last = runtime.use_channels_last(cfg, device)
+        if cfg.threads > 0:
+            torch.set_num_threads(cfg.threads)
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = cfg.cudnn_benchmark
             torch.backends.cuda.matmul.allow_tf32 = True

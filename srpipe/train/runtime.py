@@ -52,7 +52,8 @@ def check_config(cfg: TrainConfig, world_size: int) -> None:
     for key in ("iterations", "patch_size", "log_every", "checkpoint_every", "max_bad_steps"):
         if getattr(cfg, key) < 1:
             problems.append(f"train.{key} must be ≥ 1")
-    for key in ("val_every", "val_images", "val_tile", "early_stop_patience", "workers", "warmup_iterations"):
+    for key in ("val_every", "val_images", "val_tile", "early_stop_patience", "workers", "threads",
+                "warmup_iterations"):
         if getattr(cfg, key) < 0:
             problems.append(f"train.{key} must be ≥ 0")
     if cfg.lr <= 0:
