@@ -220,7 +220,8 @@ def train_command(ctx: click.Context, pipeline: str | None, assignments: tuple[s
 @click.option("--boundary", type=click.Choice(["mirror", "replicate"]), default=None,
               help="imresize boundary when generating LR (default mirror, as MATLAB).")
 @click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default=None)
-@click.option("--tile", type=click.IntRange(0), default=None, help="LR tile side (PyTorch; 0 = whole).")
+@click.option("--tile", type=click.IntRange(0), default=None, help="LR tile side (0 = whole image).")
+@click.option("--ensemble", is_flag=True, help="Self-ensemble (EDSR+): mean of 8 flips/rotations.")
 @click.option("--save", "save_dir", type=click.Path(path_type=Path), default=None, help="Write SR PNGs here.")
 @click.option("--compare", "compare_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Write a bicubic | model | HR crop picture (e.g. compare.png).")
@@ -228,17 +229,20 @@ def train_command(ctx: click.Context, pipeline: str | None, assignments: tuple[s
 @click.pass_context
 def evaluate_command(ctx: click.Context, model: str, hr_dir: Path, lr_dir: Path | None, scale: int | None,
                      shave: int | None, boundary: str | None, device: str | None, tile: int | None,
-                     save_dir: Path | None, compare_path: Path | None, as_json: bool) -> None:
+                     ensemble: bool, save_dir: Path | None, compare_path: Path | None,
+                     as_json: bool) -> None:
     """PSNR/SSIM of MODEL beside bicubic, the papers' protocol (Y and RGB, shave = scale).
 
-    MODEL: an srpipe checkpoint or run directory, an EDSR-PyTorch .pt or BasicSR .pth file, or 'bicubic'.
+    MODEL: an srpipe checkpoint or run directory, an EDSR-PyTorch .pt or BasicSR .pth file, an exported
+    .onnx model, 'default' (the bundled model) or 'bicubic'.
     """
     import dataclasses
 
     from srpipe.config import EvaluateConfig
     from srpipe.evaluate import evaluate
 
-    given = {"scale": scale, "shave": shave, "boundary": boundary, "device": device, "tile": tile}
+    given = {"scale": scale, "shave": shave, "boundary": boundary, "device": device, "tile": tile,
+             "ensemble": ensemble or None}
     cfg = dataclasses.replace(EvaluateConfig(), **{k: v for k, v in given.items() if v is not None})
     with progress_bars() as progress:
         result = evaluate(model, hr_dir, lr_dir=lr_dir, cfg=cfg, save_dir=save_dir, compare=compare_path,

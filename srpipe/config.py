@@ -157,7 +157,8 @@ class EvaluateConfig:
     boundary: Boundary = "mirror"  # imresize boundary when LR is generated from HR (no --lr)
     device: Literal["auto", "cuda", "cpu"] = "auto"
     tile: int = 0  # LR tile side for PyTorch models; 0 = whole image at once
-    tile_overlap: int = 16  # LR pixels shared by neighbouring tiles
+    tile_overlap: int = 16  # LR pixels shared by neighbouring tiles (PyTorch; ONNX uses its measured overlap)
+    ensemble: bool = False  # EDSR+ self-ensemble: mean over the 8 flips/rotations
     max_pixels: int = 178_956_970
     compare_images: int = 2  # rows in the --compare picture (largest Y-PSNR gains)
     compare_crop: int = 96  # HR pixels per crop side

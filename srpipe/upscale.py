@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Literal, Protocol
 
 import numpy as np
 
-from srpipe.errors import InputError, ModelNotFoundError, SrpipeError, UsageError
+from srpipe.errors import InputError, SrpipeError, UsageError
 from srpipe.imaging.color import from_rgb_float
 from srpipe.imaging.resize import imresize
 
@@ -127,23 +127,46 @@ class TorchUpscaler:
         return out
 
 
+class EnsembleUpscaler:
+    """EDSR+ self-ensemble around any float-returning upscaler: the mean of its outputs over the 8
+    dihedral transforms (4 rotations × optional flip) of the input, each transformed back before
+    averaging, so the result is aligned with the input. Costs 8 model runs."""
+
+    def __init__(self, inner: Upscaler) -> None:
+        self.inner, self.scale, self.name = inner, inner.scale, f"{inner.name}+ensemble"
+        self.notes = (*getattr(inner, "notes", ()), "self-ensemble: mean of 8 flips/rotations")
+
+    def __call__(self, lr: np.ndarray) -> np.ndarray:
+        total: np.ndarray | None = None
+        for flip in (False, True):
+            for k in range(4):
+                x = np.rot90(lr[:, ::-1] if flip else lr, k)
+                y = self.inner(np.ascontiguousarray(x))
+                y = y.astype(np.float32) / np.float32(255.0) if y.dtype == np.uint8 else y.astype(np.float32)
+                y = np.rot90(y, -k)
+                y = y[:, ::-1] if flip else y
+                total = y.copy() if total is None else total + y
+        assert total is not None
+        return total / np.float32(8.0)
+
+
 def open_upscaler(spec: str, *, scale: int = 0, device: str = "auto", tile: int = 0,
-                  tile_overlap: int = 16) -> Upscaler:
-    """The upscaler ``spec`` names: ``bicubic``, or a checkpoint / run directory / EDSR-PyTorch or BasicSR
-    weight file. ``scale`` 0 takes the model's own; a different one is an error."""
+                  tile_overlap: int = 16, ensemble: bool = False) -> Upscaler:
+    """The upscaler ``spec`` names: ``bicubic``; ``default`` (the bundled ONNX model of ``scale``); an
+    ``.onnx`` export (ONNX Runtime, the same session code as ``srpipe process``); or a checkpoint / run
+    directory / EDSR-PyTorch or BasicSR weight file (PyTorch). ``scale`` 0 takes the model's own; a
+    different one is an error. ``ensemble`` wraps the model in the 8-fold self-ensemble."""
     if spec == "bicubic":
         if scale < 2:
             raise UsageError("bicubic needs --scale (2 or more)")
+        if ensemble:
+            raise UsageError("--ensemble needs a model; bicubic has nothing to ensemble")
         return BicubicUpscaler(scale)
-    if spec == "default":
-        raise ModelNotFoundError("no bundled default model ships with this version yet; pass a checkpoint, "
-                                 "a run directory, a weight file or 'bicubic'")
     path = Path(spec)
-    if path.suffix.lower() == ".onnx":
-        raise UsageError(f"{path}: ONNX models are not supported by evaluate yet; pass the PyTorch "
-                         "checkpoint or run directory it was exported from")
+    if spec == "default" or path.suffix.lower() == ".onnx":
+        return _open_onnx(spec, scale=scale, device=device, tile=tile, ensemble=ensemble)
     if not path.exists():
-        raise InputError(f"{path}: no such model file or run directory (or use 'bicubic')")
+        raise InputError(f"{path}: no such model file or run directory (or use 'bicubic' or 'default')")
     from srpipe.model.convert import load_weights
 
     model, cfg = load_weights(path)
@@ -152,5 +175,29 @@ def open_upscaler(spec: str, *, scale: int = 0, device: str = "auto", tile: int 
     dev = resolve_device(device)
     log.info("%s: EDSR x%d, %d blocks x %d features, on %s", path, cfg.scale, cfg.n_resblocks, cfg.n_feats,
              dev)
-    return TorchUpscaler(model, scale=cfg.scale, name=path.stem if path.is_file() else path.name, device=dev,
-                         tile=tile, overlap=tile_overlap)
+    torch_upscaler = TorchUpscaler(model, scale=cfg.scale, name=path.stem if path.is_file() else path.name,
+                                   device=dev, tile=tile, overlap=tile_overlap)
+    return EnsembleUpscaler(torch_upscaler) if ensemble else torch_upscaler
+
+
+def _open_onnx(spec: str, *, scale: int, device: str, tile: int, ensemble: bool) -> Upscaler:
+    """An ONNX model through ``srpipe.infer`` (tiles use the overlap measured at export)."""
+    from srpipe.infer.session import find_model, read_model_info
+    from srpipe.infer.upscaler import OnnxUpscaler
+    from srpipe.workspace import Workspace
+
+    if spec == "default":
+        if scale < 2:
+            raise UsageError("'default' needs --scale to pick the bundled model (2, 3 or 4)")
+        path = find_model(scale, model="default", workspace=Workspace.resolve())
+    else:
+        path = Path(spec)
+        if not path.is_file():
+            raise InputError(f"{path}: no such ONNX model file")
+    model_scale = read_model_info(path).scale
+    if scale and scale != model_scale:
+        raise UsageError(f"{path}: the model is x{model_scale} but --scale {scale} was asked for")
+    upscaler = OnnxUpscaler.open(path, device=device if device in ("auto", "cuda", "cpu") else "auto",
+                                 tile=tile, ensemble=ensemble)
+    upscaler.notes = (f"ONNX Runtime on {upscaler.provider}",)
+    return upscaler
