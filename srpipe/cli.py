@@ -18,17 +18,11 @@ from typing import Any
 
 import click
 
-from srpipe import __version__
+from srpipe import __version__, render
 from srpipe.errors import SrpipeError
 from srpipe.progress import Progress, ProgressFn
 
 log = logging.getLogger("srpipe")
-
-
-def _console() -> Any:
-    from rich.console import Console
-
-    return Console(stderr=True)
 
 
 @contextlib.contextmanager
@@ -51,7 +45,7 @@ def progress_bars(enabled: bool = True) -> Iterator[ProgressFn]:
             return
         from rich.progress import Progress as RichProgress
 
-        rich = stack.enter_context(RichProgress(*columns, console=_console(), transient=False))
+        rich = stack.enter_context(RichProgress(*columns, console=render.stderr_console(), transient=False))
 
         def update(p: Progress) -> None:
             if p.task not in bars:
@@ -92,7 +86,7 @@ def cli(ctx: click.Context, verbose: int, quiet: bool, workspace: Path | None) -
     from rich.logging import RichHandler
 
     level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
-    handler = RichHandler(console=_console(), show_path=False, show_time=verbose > 0)
+    handler = RichHandler(console=render.stderr_console(), show_path=False, show_time=verbose > 0)
     logging.basicConfig(level=level, format="%(message)s", handlers=[handler], force=True)
     from srpipe.workspace import Workspace
 
@@ -250,37 +244,11 @@ def evaluate_command(ctx: click.Context, model: str, hr_dir: Path, lr_dir: Path 
     if as_json:
         emit_json(result.to_dict())
     else:
-        _print_evaluation(result)
+        render.print_evaluation(result)
     if result.failures:
         click.echo(f"srpipe: error: {len(result.failures)} image(s) could not be evaluated: "
                    + ", ".join(str(p) for p, _ in result.failures), err=True)
         ctx.exit(1)
-
-
-def _print_evaluation(result: Any) -> None:
-    """Rich table of an ``EvaluationReport`` on stdout; notes and output paths on stderr."""
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"{result.model} x{result.scale} · shave {result.shave} · LR {result.lr_source} · "
-                        "PSNR dB (Y unless RGB)")
-    for col in ("image", "bicubic", "SSIM", "model", "SSIM", "gain", "RGB", "SSIM", "s"):
-        table.add_column(col, justify="left" if col == "image" else "right", no_wrap=True)
-
-    def row(name: str, m: Any, b: Any, seconds: str = "", style: str = "") -> None:
-        table.add_row(name, f"{b.psnr_y:.2f}", f"{b.ssim_y:.4f}", f"{m.psnr_y:.2f}", f"{m.ssim_y:.4f}",
-                      f"{m.psnr_y - b.psnr_y:+.2f}", f"{m.psnr_rgb:.2f}", f"{m.ssim_rgb:.4f}", seconds,
-                      style=style)
-
-    for r in result.images:
-        row(r.name, r.model, r.bicubic, f"{r.seconds:.2f}")
-    if result.images:
-        table.add_section()
-        row(f"mean of {len(result.images)}", result.model_mean, result.bicubic_mean, style="bold")
-    Console(width=None if sys.stdout.isatty() else 120).print(table)
-    for line in (*result.notes, *(f"{what}: {p}" for what, p in (("SR images", result.saved_to),
-                                                                  ("comparison", result.compare)) if p)):
-        _console().print(line)
 
 
 # ---- commands: export, info, process (export + inference) ----
@@ -377,24 +345,8 @@ def process_command(ctx: click.Context, source: Path, out: Path, model: str | No
     if as_json:
         emit_json(report.to_dict())
     else:
-        _print_process(report)
+        render.print_process(report)
     ctx.exit(1 if report.count("failed") else 0)
-
-
-def _print_process(report: Any) -> None:
-    """Summary table on stdout; failed files with their reasons on stderr."""
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table("ok", "skipped", "failed", "output MP", "MP/s", "seconds", "provider", "tile/overlap",
-                  title=f"srpipe process x{report.scale} · {report.model}")
-    table.add_row(str(report.count("ok")), str(report.count("skipped")), str(report.count("failed")),
-                  f"{report.output_megapixels:.2f}", f"{report.megapixels_per_second:.3f}",
-                  f"{report.seconds:.1f}", report.provider, f"{report.tile or 'whole'}/{report.overlap}")
-    Console(width=None if sys.stdout.isatty() else 120).print(table)
-    for f in report.files:
-        if f.status == "failed":
-            _console().print(f"failed: {f.input!r}: {f.reason}", markup=False, highlight=False)
 
 
 def main() -> None:

@@ -78,9 +78,16 @@ def setup(preference: Literal["auto", "cuda", "cpu"]) -> DistContext:
                        owns_group=owns)
 
 
-def teardown(ctx: DistContext) -> None:
-    """Destroy the process group if :func:`setup` created it."""
+def teardown(ctx: DistContext, *, clean: bool = True) -> None:
+    """Destroy the process group if :func:`setup` created it.
+
+    ``clean`` (every rank got here normally): wait for all ranks first. Without that, a rank that tears
+    down while another still works closes its gloo connections under the other's feet, and the other
+    process aborts at exit ("terminate called without an active exception"; seen in tests).
+    """
     if ctx.owns_group and dist.is_initialized():
+        if clean:
+            dist.barrier()
         dist.destroy_process_group()
 
 

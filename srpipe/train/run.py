@@ -141,6 +141,7 @@ def train(pipeline: Pipeline | None, *, workspace: Workspace, overrides: Sequenc
     cfg = pipeline.train
     stores = resolve_stores(cfg, workspace)
     ctx = distributed.setup(cfg.device)
+    clean = False
     try:
         resumed = None
         if run is None:
@@ -163,6 +164,8 @@ def train(pipeline: Pipeline | None, *, workspace: Workspace, overrides: Sequenc
                 log.info("resuming %s from iteration %d", run.root, resumed.state.iteration)
             else:
                 log.info("training %s into %s", pipeline.name, run.root)
-            return fit(cfg, run, ctx=ctx, stores=stores, resume=resumed, progress=progress)
+            result = fit(cfg, run, ctx=ctx, stores=stores, resume=resumed, progress=progress)
+        clean = True
+        return result
     finally:
-        distributed.teardown(ctx)
+        distributed.teardown(ctx, clean=clean)  # after an error other ranks may never reach a barrier

@@ -1,0 +1,61 @@
+"""Rich rendering of library results for the CLI (tables on stdout, notes on stderr).
+
+Only the CLI imports this module; rich is imported inside the functions so ``srpipe --help`` stays
+instant.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from typing import Any
+
+
+@functools.cache
+def stderr_console() -> Any:
+    """The one stderr console shared by logs, progress bars and notes (so bars and logs never tear)."""
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def print_evaluation(result: Any) -> None:
+    """Rich table of an ``EvaluationReport`` on stdout; notes and output paths on stderr."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{result.model} x{result.scale} · shave {result.shave} · LR {result.lr_source} · "
+                        "PSNR dB (Y unless RGB)")
+    for col in ("image", "bicubic", "SSIM", "model", "SSIM", "gain", "RGB", "SSIM", "s"):
+        table.add_column(col, justify="left" if col == "image" else "right", no_wrap=True)
+
+    def row(name: str, m: Any, b: Any, seconds: str = "", style: str = "") -> None:
+        table.add_row(name, f"{b.psnr_y:.2f}", f"{b.ssim_y:.4f}", f"{m.psnr_y:.2f}", f"{m.ssim_y:.4f}",
+                      f"{m.psnr_y - b.psnr_y:+.2f}", f"{m.psnr_rgb:.2f}", f"{m.ssim_rgb:.4f}", seconds,
+                      style=style)
+
+    for r in result.images:
+        row(r.name, r.model, r.bicubic, f"{r.seconds:.2f}")
+    if result.images:
+        table.add_section()
+        row(f"mean of {len(result.images)}", result.model_mean, result.bicubic_mean, style="bold")
+    Console(width=None if sys.stdout.isatty() else 120).print(table)
+    for line in (*result.notes, *(f"{what}: {p}" for what, p in (("SR images", result.saved_to),
+                                                                  ("comparison", result.compare)) if p)):
+        stderr_console().print(line)
+
+
+def print_process(report: Any) -> None:
+    """Summary table on stdout; failed files with their reasons on stderr."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("ok", "skipped", "failed", "output MP", "MP/s", "seconds", "provider", "tile/overlap",
+                  title=f"srpipe process x{report.scale} · {report.model}")
+    table.add_row(str(report.count("ok")), str(report.count("skipped")), str(report.count("failed")),
+                  f"{report.output_megapixels:.2f}", f"{report.megapixels_per_second:.3f}",
+                  f"{report.seconds:.1f}", report.provider, f"{report.tile or 'whole'}/{report.overlap}")
+    Console(width=None if sys.stdout.isatty() else 120).print(table)
+    for f in report.files:
+        if f.status == "failed":
+            stderr_console().print(f"failed: {f.input!r}: {f.reason}", markup=False, highlight=False)
