@@ -27,7 +27,11 @@ log = logging.getLogger("srpipe")
 
 @contextlib.contextmanager
 def progress_bars(enabled: bool = True) -> Iterator[ProgressFn]:
-    """Yield a ``ProgressFn`` that draws one rich bar per ``Progress.task`` on stderr."""
+    """Yield a ``ProgressFn`` that draws one rich bar per ``Progress.task`` on stderr.
+
+    The bars start at the first update (a command that fails early prints only its error) and are off
+    under ``srpipe -q``.
+    """
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -35,24 +39,29 @@ def progress_bars(enabled: bool = True) -> Iterator[ProgressFn]:
         TimeElapsedColumn,
         TimeRemainingColumn,
     )
+    from rich.progress import Progress as RichProgress
 
+    ctx = click.get_current_context(silent=True)
+    if not enabled or (ctx is not None and ctx.find_root().params.get("quiet")):
+        yield lambda p: None
+        return
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
-    bars = {}
-    with contextlib.ExitStack() as stack:
-        if not enabled:
-            yield lambda p: None
-            return
-        from rich.progress import Progress as RichProgress
+    rich = RichProgress(*columns, console=render.stderr_console(), transient=False)
+    bars: dict[str, Any] = {}
 
-        rich = stack.enter_context(RichProgress(*columns, console=render.stderr_console(), transient=False))
+    def update(p: Progress) -> None:
+        if not bars:
+            rich.start()
+        if p.task not in bars:
+            bars[p.task] = rich.add_task(p.task, total=p.total, info=p.info)
+        rich.update(bars[p.task], completed=p.done, total=p.total, info=p.info)
 
-        def update(p: Progress) -> None:
-            if p.task not in bars:
-                bars[p.task] = rich.add_task(p.task, total=p.total, info=p.info)
-            rich.update(bars[p.task], completed=p.done, total=p.total, info=p.info)
-
+    try:
         yield update
+    finally:
+        if bars:
+            rich.stop()
 
 
 def emit_json(payload: Any) -> None:

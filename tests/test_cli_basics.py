@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -24,3 +25,26 @@ def test_help_does_not_import_heavy_libraries() -> None:
             "print('HEAVY', heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "HEAVY []" in out
+
+
+def test_an_early_failure_prints_exactly_one_line(tmp_path) -> None:
+    result = CliRunner().invoke(cli, ["--workspace", str(tmp_path), "train"])
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("srpipe: error: ") and "srpipe prepare" in lines[0]
+
+
+def test_quiet_turns_progress_bars_off(tmp_path, rng) -> None:
+    from conftest import smooth_image
+
+    from srpipe.imaging.io import write_image
+
+    (tmp_path / "hr").mkdir()
+    write_image(tmp_path / "hr" / "a.png", smooth_image(rng, 24, 20))
+    args = ["evaluate", "bicubic", "--hr", str(tmp_path / "hr"), "--scale", "2", "--json"]
+    loud = CliRunner().invoke(cli, args)
+    quiet = CliRunner().invoke(cli, ["-q", *args])
+    assert loud.exit_code == quiet.exit_code == 0
+    assert "evaluate" in loud.stderr and quiet.stderr == ""
+    assert json.loads(loud.stdout)["mean"] == json.loads(quiet.stdout)["mean"]
