@@ -130,14 +130,7 @@ def prepare_command(ctx: click.Context, root: Path, out: Path | None, pipeline: 
     if as_json:
         emit_json(summary.to_dict())
     else:
-        from rich.console import Console
-        from rich.table import Table
-
-        header, rows = summary.table()
-        table = Table(*header, title=f"{summary.out} ({summary.layout} layout)")
-        for row in rows:
-            table.add_row(*row)
-        Console(soft_wrap=True).print(table, *summary.notes(), sep="\n", highlight=False, markup=False)
+        render.print_prepare(summary)
     ctx.exit(1 if summary.failed or not summary.splits[0].patches else 0)
 
 

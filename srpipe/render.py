@@ -59,3 +59,15 @@ def print_process(report: Any) -> None:
     for f in report.files:
         if f.status == "failed":
             stderr_console().print(f"failed: {f.input!r}: {f.reason}", markup=False, highlight=False)
+
+
+def print_prepare(summary: Any) -> None:
+    """Store table and notes of a ``PrepareSummary`` on stdout."""
+    from rich.console import Console
+    from rich.table import Table
+
+    header, rows = summary.table()
+    table = Table(*header, title=f"{summary.out} ({summary.layout} layout)")
+    for row in rows:
+        table.add_row(*row)
+    Console(soft_wrap=True).print(table, *summary.notes(), sep="\n", highlight=False, markup=False)
