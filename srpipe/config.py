@@ -177,8 +177,9 @@ class Pipeline:
 
 
 def pipeline_dirs() -> list[Path]:
-    """Folders searched for ``<name>.toml``: ./pipelines, then the source checkout's pipelines/."""
-    return [Path.cwd() / "pipelines", Path(__file__).resolve().parents[1] / "pipelines"]
+    """Folders searched for ``<name>.toml``: ./pipelines, then the recipes shipped with srpipe
+    (``srpipe/pipelines``, a link to the repository's ``pipelines/`` that wheels carry as files)."""
+    return [Path.cwd() / "pipelines", Path(__file__).resolve().parent / "pipelines"]
 
 
 def find_pipeline(name_or_path: str | Path) -> Path:

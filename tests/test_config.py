@@ -78,3 +78,10 @@ def test_shipped_pipelines_all_load() -> None:
     files = sorted(folder.glob("*.toml"))
     for path in files:
         assert isinstance(load_pipeline(path), Pipeline), path
+
+
+def test_shipped_recipes_are_found_from_anywhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # no ./pipelines here: the copy inside the package must be used
+    path = find_pipeline("edsr-baseline-x4")
+    assert path.parent.name == "pipelines" and path.parent.parent.name == "srpipe"
+    assert load_pipeline("edsr-baseline-x4").train.model.scale == 4
