@@ -335,3 +335,20 @@ def test_cli_train_resume_and_errors(stores: Path, tmp_path: Path) -> None:
     assert [r[0] for r in rows(run / "metrics.csv")] == ["1", "2", "3", "4", "5"]
     out = runner.invoke(cli, ["--workspace", str(ws), "train", "--resume", str(run), "-p", str(recipe)])
     assert out.exit_code == 2 and "drop --pipeline" in out.output
+
+
+def test_ema_warm_up_forgets_the_initial_weights() -> None:
+    import torch
+
+    from srpipe.train.optim import EMA
+
+    model = torch.nn.Linear(1, 1, bias=False)
+    torch.nn.init.zeros_(model.weight)
+    ema = EMA(model, 0.999)
+    assert ema.decay_at(0) == pytest.approx(0.1) and ema.decay_at(10**6) == 0.999
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    for t in range(1000):
+        ema.update(model, t)
+    # Without warm-up 0.999 ** 1000 = 37 % of the zero initial weight would remain; with it, almost none.
+    assert float(ema.module.weight) > 0.99

@@ -154,7 +154,7 @@ class Trainer:
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         if self.ema is not None:
-            self.ema.update(self.model)
+            self.ema.update(self.model, self.state.iteration)
         return value, stop
 
     # ---- validation and checkpoints ----
