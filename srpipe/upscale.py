@@ -12,6 +12,7 @@ gray input replicated to RGB and reduced back by the channel mean, and one final
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
@@ -127,27 +128,35 @@ class TorchUpscaler:
         return out
 
 
+def dihedral_mean(run: Callable[[np.ndarray], np.ndarray], x: np.ndarray, *, axes: tuple[int, int],
+                  out_axes: tuple[int, int] | None = None) -> np.ndarray:
+    """Self-ensemble (EDSR+): the float32 mean of ``run`` over the 8 flips/rotations of ``x`` in the
+    plane ``axes``, each output transformed back (in ``out_axes``, default ``axes``) before averaging,
+    so the result is aligned with ``x``. uint8 outputs are taken as 8-bit levels (÷ 255)."""
+    oy, ox = out_axes or axes
+    total: np.ndarray | None = None
+    for flip in (False, True):
+        xf = np.flip(x, axes[1]) if flip else x
+        for k in range(4):
+            y = run(np.ascontiguousarray(np.rot90(xf, k, axes=axes)))
+            y = y.astype(np.float32) / np.float32(255.0) if y.dtype == np.uint8 else y.astype(np.float32)
+            y = np.rot90(y, -k, axes=(oy, ox))
+            y = np.flip(y, ox) if flip else y
+            total = y.copy() if total is None else total + y
+    assert total is not None
+    return total / np.float32(8.0)
+
+
 class EnsembleUpscaler:
-    """EDSR+ self-ensemble around any float-returning upscaler: the mean of its outputs over the 8
-    dihedral transforms (4 rotations × optional flip) of the input, each transformed back before
-    averaging, so the result is aligned with the input. Costs 8 model runs."""
+    """EDSR+ self-ensemble around any upscaler (:func:`dihedral_mean` over the image plane). Costs 8
+    model runs."""
 
     def __init__(self, inner: Upscaler) -> None:
         self.inner, self.scale, self.name = inner, inner.scale, f"{inner.name}+ensemble"
         self.notes = (*getattr(inner, "notes", ()), "self-ensemble: mean of 8 flips/rotations")
 
     def __call__(self, lr: np.ndarray) -> np.ndarray:
-        total: np.ndarray | None = None
-        for flip in (False, True):
-            for k in range(4):
-                x = np.rot90(lr[:, ::-1] if flip else lr, k)
-                y = self.inner(np.ascontiguousarray(x))
-                y = y.astype(np.float32) / np.float32(255.0) if y.dtype == np.uint8 else y.astype(np.float32)
-                y = np.rot90(y, -k)
-                y = y[:, ::-1] if flip else y
-                total = y.copy() if total is None else total + y
-        assert total is not None
-        return total / np.float32(8.0)
+        return dihedral_mean(self.inner, lr, axes=(0, 1))
 
 
 def open_upscaler(spec: str, *, scale: int = 0, device: str = "auto", tile: int = 0,

@@ -29,6 +29,7 @@ from srpipe.errors import UsageError
 from srpipe.imaging.color import from_rgb_float, split_alpha, to_rgb_float
 from srpipe.infer.session import Device, OrtSession, is_out_of_memory
 from srpipe.infer.tiling import Blender, plan_tiles
+from srpipe.upscale import dihedral_mean
 
 log = logging.getLogger(__name__)
 
@@ -162,13 +163,4 @@ class OnnxUpscaler:
         """The model on a batch, or the mean over the 8 dihedral transforms (self-ensemble)."""
         if not self.ensemble:
             return self.session.run(x)
-        acc: np.ndarray | None = None
-        for flip in (False, True):
-            xf = x[..., ::-1] if flip else x
-            for rot in range(4):
-                y = self.session.run(np.ascontiguousarray(np.rot90(xf, rot, axes=(2, 3))))
-                y = np.rot90(y, -rot, axes=(2, 3))
-                y = y[..., ::-1] if flip else y
-                acc = y.copy() if acc is None else acc + y
-        assert acc is not None
-        return acc / 8.0
+        return dihedral_mean(self.session.run, x, axes=(2, 3))
