@@ -218,6 +218,8 @@ def train_command(ctx: click.Context, pipeline: str | None, assignments: tuple[s
 @click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default=None)
 @click.option("--tile", type=click.IntRange(0), default=None, help="LR tile side (0 = whole image).")
 @click.option("--ensemble", is_flag=True, help="Self-ensemble (EDSR+): mean of 8 flips/rotations.")
+@click.option("--weights", type=click.Choice(["ema", "raw"]), default=None,
+              help="Training checkpoints: EMA weights (when present) or raw weights [ema].")
 @click.option("--save", "save_dir", type=click.Path(path_type=Path), default=None, help="Write SR PNGs here.")
 @click.option("--compare", "compare_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Write a bicubic | model | HR crop picture (e.g. compare.png).")
@@ -225,7 +227,7 @@ def train_command(ctx: click.Context, pipeline: str | None, assignments: tuple[s
 @click.pass_context
 def evaluate_command(ctx: click.Context, model: str, hr_dir: Path, lr_dir: Path | None, scale: int | None,
                      shave: int | None, boundary: str | None, device: str | None, tile: int | None,
-                     ensemble: bool, save_dir: Path | None, compare_path: Path | None,
+                     ensemble: bool, weights: str | None, save_dir: Path | None, compare_path: Path | None,
                      as_json: bool) -> None:
     """PSNR/SSIM of MODEL beside bicubic, the papers' protocol (Y and RGB, shave = scale).
 
@@ -238,7 +240,7 @@ def evaluate_command(ctx: click.Context, model: str, hr_dir: Path, lr_dir: Path 
     from srpipe.evaluate import evaluate
 
     given = {"scale": scale, "shave": shave, "boundary": boundary, "device": device, "tile": tile,
-             "ensemble": ensemble or None}
+             "ensemble": ensemble or None, "weights": weights}
     cfg = dataclasses.replace(EvaluateConfig(), **{k: v for k, v in given.items() if v is not None})
     with progress_bars() as progress:
         result = evaluate(model, hr_dir, lr_dir=lr_dir, cfg=cfg, save_dir=save_dir, compare=compare_path,
@@ -262,10 +264,12 @@ def evaluate_command(ctx: click.Context, model: str, hr_dir: Path, lr_dir: Path 
               help="ONNX file to write (default: <workspace>/models/<run>-x<scale>[-fp16].onnx).")
 @click.option("--fp16", is_flag=True, help="Half-precision weights and compute for GPUs (fp32 I/O kept).")
 @click.option("--opset", type=click.IntRange(min=17), default=None, help="ONNX opset (default 17).")
+@click.option("--weights", type=click.Choice(["ema", "raw"]), default="ema", show_default=True,
+              help="The checkpoint's EMA weights (when present) or its raw weights.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable result on stdout.")
 @click.pass_context
 def export_command(ctx: click.Context, source: Path | None, out: Path | None, fp16: bool, opset: int | None,
-                   as_json: bool) -> None:
+                   weights: str, as_json: bool) -> None:
     """Export a run or checkpoint to ONNX, verified against PyTorch (docs/export.md).
 
     SOURCE: a run folder or checkpoint file (default: the best checkpoint of the latest run)."""
@@ -274,7 +278,8 @@ def export_command(ctx: click.Context, source: Path | None, out: Path | None, fp
     from srpipe.config import ExportConfig
     from srpipe.export import export_checkpoint
 
-    cfg = dataclasses.replace(ExportConfig(), fp16=fp16, **({"opset": opset} if opset else {}))
+    opsets = {"opset": opset} if opset else {}
+    cfg = dataclasses.replace(ExportConfig(), fp16=fp16, weights=weights, **opsets)
     with progress_bars(not as_json) as progress:
         result = export_checkpoint(source, workspace=ctx.obj, out=out, cfg=cfg, progress=progress)
     if as_json:

@@ -34,6 +34,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 
 T = TypeVar("T")
 Boundary = Literal["mirror", "replicate"]
+Weights = Literal["ema", "raw"]  # which weights of a training checkpoint: its EMA average or the raw ones
 DIV2K_RGB_MEAN = (0.4488, 0.4371, 0.4040)
 
 
@@ -128,6 +129,7 @@ class ExportConfig:
     fp16: bool = False  # half-precision weights and compute (GPUs); fp32 input/output kept
     atol: float = 1e-4  # max |ONNX Runtime - PyTorch| allowed for fp32, on [0, 1] outputs
     fp16_atol: float = 1e-2  # the same for --fp16 (against PyTorch fp32; 1e-2 = 2.55 8-bit codes)
+    weights: Weights = "ema"  # a checkpoint's EMA weights (when it has them) or its raw weights
 
 
 @dataclass(frozen=True)
@@ -159,6 +161,7 @@ class EvaluateConfig:
     tile: int = 0  # LR tile side for PyTorch models; 0 = whole image at once
     tile_overlap: int = 16  # LR pixels shared by neighbouring tiles (PyTorch; ONNX uses its measured overlap)
     ensemble: bool = False  # EDSR+ self-ensemble: mean over the 8 flips/rotations
+    weights: Weights = "ema"  # training checkpoints: EMA weights (when present) or the raw weights
     max_pixels: int = 178_956_970
     compare_images: int = 2  # rows in the --compare picture (largest Y-PSNR gains)
     compare_crop: int = 96  # HR pixels per crop side

@@ -207,7 +207,8 @@ def evaluate(
     cfg = cfg or EvaluateConfig()
     if isinstance(model, (str, Path)):
         upscaler = open_upscaler(str(model), scale=cfg.scale, device=cfg.device, tile=cfg.tile,
-                                 tile_overlap=cfg.tile_overlap, ensemble=cfg.ensemble)
+                                 tile_overlap=cfg.tile_overlap, ensemble=cfg.ensemble,
+                                 use_ema=cfg.weights == "ema")
     else:
         upscaler = model
     scale = upscaler.scale

@@ -94,25 +94,41 @@ def latest_run(workspace: Workspace) -> Path:
     return max(runs, key=started)
 
 
-def checkpoint_extras(path: Path) -> tuple[str, float | None]:
-    """``(recipe hash, validation PSNR)`` from a training checkpoint; ``("", None)`` when absent."""
+@dataclass(frozen=True)
+class TrainingRecord:
+    """What an srpipe checkpoint says about how its weights were made (empty for foreign files).
+    ``valid_psnr`` is quoted only when the exported weights are the ones that were validated."""
+
+    recipe_hash: str = ""
+    iteration: int | None = None
+    weights: str = ""  # "ema" or "raw": which of the checkpoint's weights were exported
+    valid_psnr: float | None = None
+
+
+def training_record(path: Path, *, use_ema: bool = True) -> TrainingRecord:
+    """The :class:`TrainingRecord` of checkpoint ``path`` exported with EMA (``use_ema``) or raw weights."""
     from srpipe.model.checkpoint import is_srpipe_checkpoint, read_file
 
     obj = read_file(path)
     train = obj.get("train") if is_srpipe_checkpoint(obj) else None
     if not isinstance(train, dict):
-        return "", None
+        return TrainingRecord()
     recipe = ""
     if isinstance(train.get("config"), dict):
         kept = {k: v for k, v in train["config"].items() if k not in _NOT_RECIPE}
         recipe = hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
     state = train.get("state") if isinstance(train.get("state"), dict) else {}
+    has_ema = isinstance(obj.get("ema"), dict)
+    weights = "ema" if use_ema and has_ema else "raw"
     psnr = state.get("best_psnr")
-    # Only the checkpoint whose weights were the validated best carries their PSNR.
+    # Only the checkpoint whose weights were the validated best carries their PSNR, and validation
+    # scores the EMA weights whenever there are any.
     if state.get("best_iteration") != state.get("iteration") or not isinstance(psnr, float) \
-            or not math.isfinite(psnr):
+            or not math.isfinite(psnr) or (has_ema and weights == "raw"):
         psnr = None
-    return recipe, psnr
+    iteration = state.get("iteration")
+    return TrainingRecord(recipe_hash=recipe, iteration=iteration if isinstance(iteration, int) else None,
+                          weights=weights, valid_psnr=psnr)
 
 
 def verification_inputs() -> list[np.ndarray]:
@@ -145,7 +161,7 @@ def verify(data: bytes, reference: nn.Module) -> float:
 
 
 def export_model(model: nn.Module, model_config: ModelConfig, out: Path, cfg: ExportConfig, *,
-                 source: str = "", recipe_hash: str = "", valid_psnr: float | None = None,
+                 source: str = "", record: TrainingRecord | None = None,
                  progress: ProgressFn | None = None) -> ExportResult:
     """Measure, export, verify and atomically write ``model`` (any EDSR in eval mode) to ``out``."""
     import onnx
@@ -155,6 +171,7 @@ def export_model(model: nn.Module, model_config: ModelConfig, out: Path, cfg: Ex
     if cfg.opset < 17:
         raise ExportError(f"opset {cfg.opset} is too old: srpipe exports opset 17 or newer")
     model = model.float().eval().cpu()
+    record = record or TrainingRecord()
     report(progress, "export", 0, 4, "measuring receptive field")
 
     def forward(x: np.ndarray) -> np.ndarray:
@@ -182,7 +199,9 @@ def export_model(model: nn.Module, model_config: ModelConfig, out: Path, cfg: Ex
         MetaKey.MFLOP: round(flops_per_lr_pixel(model) / 1e6, 4),
         MetaKey.RF_THEORY: rf.theoretical, MetaKey.RF_EFFECTIVE: rf.effective,
         MetaKey.RF_PROFILE: json.dumps(list(rf.profile)), MetaKey.OVERLAP: rf.overlap,
-        MetaKey.RECIPE: recipe_hash, MetaKey.PSNR: "" if valid_psnr is None else f"{valid_psnr:.4f}",
+        MetaKey.RECIPE: record.recipe_hash, MetaKey.WEIGHTS: record.weights,
+        MetaKey.ITERATIONS: "" if record.iteration is None else record.iteration,
+        MetaKey.PSNR: "" if record.valid_psnr is None else f"{record.valid_psnr:.4f}",
         MetaKey.VERSION: __version__, MetaKey.PRECISION: "fp16" if cfg.fp16 else "fp32",
         MetaKey.PARITY: "" if parity is None else f"{parity:.3g}", MetaKey.SOURCE: source,
         MetaKey.GRAPH: "tail-conv-before-shuffle" if isinstance(graph, TailBeforeShuffle) else "",
@@ -253,12 +272,11 @@ def export_checkpoint(source: Path | None, *, workspace: Workspace, out: Path | 
     from srpipe.model.checkpoint import load_model, resolve_checkpoint
 
     file = resolve_checkpoint(source if source is not None else latest_run(workspace))
-    model, model_config = load_model(file)
+    model, model_config = load_model(file, use_ema=cfg.weights == "ema")
     try:
-        recipe, psnr = checkpoint_extras(file)
+        record = training_record(file, use_ema=cfg.weights == "ema")
     except CheckpointError:  # a foreign (EDSR-PyTorch/BasicSR) file: no training record to quote
-        recipe, psnr = "", None
+        record = TrainingRecord()
     target = out if out is not None else default_output(workspace, file, model_config.scale, cfg.fp16)
     log.info("exporting %s -> %s", file, target)
-    return export_model(model, model_config, target, cfg, source=str(file), recipe_hash=recipe,
-                        valid_psnr=psnr, progress=progress)
+    return export_model(model, model_config, target, cfg, source=str(file), record=record, progress=progress)

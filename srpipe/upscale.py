@@ -160,11 +160,14 @@ class EnsembleUpscaler:
 
 
 def open_upscaler(spec: str, *, scale: int = 0, device: str = "auto", tile: int = 0,
-                  tile_overlap: int = 16, ensemble: bool = False) -> Upscaler:
+                  tile_overlap: int = 16, ensemble: bool = False, use_ema: bool = True) -> Upscaler:
     """The upscaler ``spec`` names: ``bicubic``; ``default`` (the bundled ONNX model of ``scale``); an
     ``.onnx`` export (ONNX Runtime, the same session code as ``srpipe process``); or a checkpoint / run
     directory / EDSR-PyTorch or BasicSR weight file (PyTorch). ``scale`` 0 takes the model's own; a
-    different one is an error. ``ensemble`` wraps the model in the 8-fold self-ensemble."""
+    different one is an error. ``ensemble`` wraps the model in the 8-fold self-ensemble. ``use_ema`` False
+    takes a training checkpoint's raw weights instead of its EMA average (an error for other models)."""
+    if not use_ema and (spec in ("bicubic", "default") or Path(spec).suffix.lower() == ".onnx"):
+        raise UsageError(f"{spec}: raw weights can only be chosen for a training checkpoint or run directory")
     if spec == "bicubic":
         if scale < 2:
             raise UsageError("bicubic needs --scale (2 or more)")
@@ -178,13 +181,14 @@ def open_upscaler(spec: str, *, scale: int = 0, device: str = "auto", tile: int 
         raise InputError(f"{path}: no such model file or run directory (or use 'bicubic' or 'default')")
     from srpipe.model.convert import load_weights
 
-    model, cfg = load_weights(path)
+    model, cfg = load_weights(path, use_ema=use_ema)
     if scale and scale != cfg.scale:
         raise UsageError(f"{path}: the model is x{cfg.scale} but --scale {scale} was asked for")
     dev = resolve_device(device)
     log.info("%s: EDSR x%d, %d blocks x %d features, on %s", path, cfg.scale, cfg.n_resblocks, cfg.n_feats,
              dev)
-    torch_upscaler = TorchUpscaler(model, scale=cfg.scale, name=path.stem if path.is_file() else path.name,
+    name = (path.stem if path.is_file() else path.name) + ("" if use_ema else "-raw")
+    torch_upscaler = TorchUpscaler(model, scale=cfg.scale, name=name,
                                    device=dev, tile=tile, overlap=tile_overlap)
     return EnsembleUpscaler(torch_upscaler) if ensemble else torch_upscaler
 

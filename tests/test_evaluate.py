@@ -147,6 +147,24 @@ def test_model_errors(tmp_path: Path, hr_dir: Path, model_path: tuple[Path, torc
     assert result.exit_code == 2 and "bicubic needs --scale" in result.stderr
 
 
+def test_raw_or_ema_weights_of_a_checkpoint(tmp_path: Path, hr_dir: Path) -> None:
+    cfg = ModelConfig(scale=2, n_resblocks=1, n_feats=8)
+    torch.manual_seed(1)
+    raw = build_model(cfg).eval()
+    torch.manual_seed(2)
+    ema = build_model(cfg).eval()
+    path = save_checkpoint(tmp_path / "ck.pt", model_config=cfg, model_state=raw.state_dict(),
+                           extra={"ema": ema.state_dict()})
+    img = read_image(hr_dir / "a.png").pixels
+    for weights, model in (("ema", ema), ("raw", raw)):
+        report = evaluate(path, hr_dir, cfg=EvaluateConfig(weights=weights, device="cpu"))
+        row = next(r for r in report.images if r.name == "a")
+        assert row.model.psnr_y == pytest.approx(expected_scores(model, img, 2)[1].psnr_y, abs=1e-9)
+    result = run("evaluate", "bicubic", "--hr", str(hr_dir), "--scale", "2", "--weights", "raw")
+    assert result.exit_code == 2
+    assert "raw weights can only be chosen for a training checkpoint" in result.stderr
+
+
 class Oracle:
     """An upscaler that knows the answers: returns the HR image for each LR image (float [0, 1])."""
 

@@ -134,6 +134,32 @@ def test_psnr_is_omitted_when_the_weights_are_not_the_validated_best(tmp_path: P
     assert result.metadata[MetaKey.PSNR] == "" and result.metadata[MetaKey.RECIPE]
 
 
+def test_ema_or_raw_weights_are_exported_and_said_so(tmp_path: Path) -> None:
+    raw, ema = tiny(seed=5), tiny(seed=6)
+    state = TrainState(iteration=40, best_iteration=40, best_psnr=30.5)
+    extra = checkpoint_extra(state=state, optimizer=torch.optim.Adam(raw.parameters()), scaler_state=None,
+                             lr=1e-4, schedule="step", rng=[capture_rng()], ema_state=ema.state_dict(),
+                             config=dataclasses.asdict(TrainConfig(model=TINY)))
+    ckpt = save_checkpoint(tmp_path / "run" / "checkpoints" / "best.pt", model_config=TINY,
+                           model_state=raw.state_dict(), extra=extra)
+    x = np.random.default_rng(0).random((1, 3, 9, 13), dtype=np.float32)
+    for weights, model in (("ema", ema), ("raw", raw)):
+        out = tmp_path / f"{weights}.onnx"
+        result = export_checkpoint(ckpt, workspace=Workspace(tmp_path), out=out,
+                                   cfg=ExportConfig(weights=weights))
+        meta = result.metadata
+        assert meta[MetaKey.WEIGHTS] == weights and meta[MetaKey.ITERATIONS] == "40"
+        # validation scored the EMA weights, so only their export may quote its PSNR
+        assert meta[MetaKey.PSNR] == ("30.5000" if weights == "ema" else "")
+        got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {INPUT_NAME: x})[0]
+        with torch.no_grad():
+            want = model(torch.from_numpy(x)).numpy()
+        assert np.abs(got - want).max() < 1e-4
+    args = ["export", str(ckpt), "--out", str(tmp_path / "c.onnx"), "--weights", "raw", "--json"]
+    result = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert result.exit_code == 0 and json.loads(result.stdout)["metadata"][MetaKey.WEIGHTS] == "raw"
+
+
 def test_cli_export_then_info(tmp_path: Path) -> None:
     ckpt = _checkpoint(tmp_path / "run-20250101-000000", iteration=5, best_iteration=5, seed=4)
     runner = CliRunner()

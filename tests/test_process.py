@@ -173,7 +173,9 @@ def test_format_conversion_alpha_and_bit_depth(tmp_path: Path, model: Path, rng:
     assert read_image(out / "deep.jpg").pixels.dtype == np.uint8
 
 
-def test_missing_model_and_bad_shard_are_usage_errors(tmp_path: Path, rng: np.random.Generator) -> None:
+def test_missing_model_and_bad_shard_are_usage_errors(tmp_path: Path, rng: np.random.Generator,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("srpipe.infer.session.BUNDLED_DIR", tmp_path / "no-bundled-models")
     save(tmp_path / "in" / "a.png", smooth_image(rng, 9, 9))
     code, _, err = run(tmp_path, str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--scale", "3")
     assert code == 2 and "no x3 model" in err and "srpipe export" in err

@@ -49,8 +49,9 @@ def test_device_cuda_fails_clearly_without_the_cuda_provider(model_x2: Path) -> 
         OrtSession(model_x2, device="cuda")
 
 
-def test_find_model_prefers_the_newest_export_of_the_scale(tmp_path: Path, model_x2: Path,
-                                                           model_x3: Path) -> None:
+def test_find_model_prefers_the_newest_export_of_the_scale(tmp_path: Path, model_x2: Path, model_x3: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("srpipe.infer.session.BUNDLED_DIR", tmp_path / "no-bundled-models")
     ws = Workspace(tmp_path / "ws")
     with pytest.raises(ModelNotFoundError, match="srpipe export"):
         find_model(2, model=None, workspace=ws)

@@ -46,6 +46,8 @@ class MetaKey:
     RF_PROFILE = "receptive_error_profile"
     OVERLAP = "tile_overlap"
     RECIPE = "recipe_hash"
+    ITERATIONS = "trained_iterations"
+    WEIGHTS = "weights"
     PSNR = "valid_psnr"
     VERSION = "srpipe_version"
     PRECISION = "precision"

@@ -215,10 +215,11 @@ def extract_state_dict(obj: Any, *, source: str) -> StateDict:
     return state
 
 
-def load_weights(path: str | Path, *, res_scale: float | None = None,
+def load_weights(path: str | Path, *, use_ema: bool = True, res_scale: float | None = None,
                  rgb_mean: tuple[float, float, float] | None = None) -> tuple[EDSR, ModelConfig]:
-    """``(EDSR in eval mode on the CPU, ModelConfig)`` from an srpipe checkpoint or run directory (EMA
-    weights preferred), or an EDSR-PyTorch / BasicSR / bare srpipe weight file.
+    """``(EDSR in eval mode on the CPU, ModelConfig)`` from an srpipe checkpoint or run directory (its
+    EMA weights when ``use_ema`` and present, else its raw weights), or an EDSR-PyTorch / BasicSR / bare
+    srpipe weight file (``use_ema`` ignored: they hold one set of weights).
 
     ``res_scale`` and ``rgb_mean`` override what cannot be read from foreign files (see
     :func:`convert_state_dict`); srpipe checkpoints carry their own config. Failures raise
@@ -229,7 +230,7 @@ def load_weights(path: str | Path, *, res_scale: float | None = None,
     if checkpoint.is_srpipe_checkpoint(obj):
         ckpt = checkpoint.validate(obj, file)
         cfg = checkpoint.model_config_of(ckpt, file)
-        state = checkpoint.weights_of(ckpt, file, use_ema=True)
+        state = checkpoint.weights_of(ckpt, file, use_ema=use_ema)
     else:
         cfg, state = convert_state_dict(extract_state_dict(obj, source=str(file)), source=str(file),
                                         res_scale=res_scale, rgb_mean=rgb_mean)
