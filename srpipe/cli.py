@@ -205,7 +205,7 @@ def train_command(ctx: click.Context, pipeline: str | None, assignments: tuple[s
 
 
 @cli.command("evaluate")
-@click.argument("model")
+@click.argument("model", required=False, default="default")
 @click.option("--hr", "hr_dir", required=True, type=click.Path(path_type=Path, file_okay=False, exists=True),
               help="Folder of HR (ground-truth) images.")
 @click.option("--lr", "lr_dir", type=click.Path(path_type=Path, file_okay=False, exists=True), default=None,
@@ -232,7 +232,7 @@ def evaluate_command(ctx: click.Context, model: str, hr_dir: Path, lr_dir: Path 
     """PSNR/SSIM of MODEL beside bicubic, the papers' protocol (Y and RGB, shave = scale).
 
     MODEL: an srpipe checkpoint or run directory, an EDSR-PyTorch .pt or BasicSR .pth file, an exported
-    .onnx model, 'default' (the bundled model) or 'bicubic'.
+    .onnx model, 'bicubic', or 'default' (the bundled model of --scale; also when MODEL is left out).
     """
     import dataclasses
 

@@ -12,7 +12,8 @@ Contract of :func:`prepare` (details in docs/prepare.md, the format in docs/stor
 - Safety: stores are written as ``<name>.partial`` and renamed when complete. A ``.partial`` from an
   interrupted run with the same settings and inputs is resumed, any other one is discarded. A finished
   store made with the same settings and inputs is left untouched (no-op); one made with other settings
-  or inputs is a ``StoreError`` unless ``force``.
+  or inputs is a ``StoreError`` unless ``force``. Inputs are compared by (path, size, mtime) first and,
+  when that differs, by content (a copied folder with new mtimes is still the same input).
 - Bad files (corrupt, unsupported, too large, too small) are skipped and listed; a missing or empty
   input folder raises ``InputError``, an unwritable output ``OutputError``.
 """
@@ -36,7 +37,7 @@ from srpipe.config import PrepareConfig
 from srpipe.data import store as st
 from srpipe.data.report import PrepareSummary, summarise
 from srpipe.data.sources import Source, find_inputs, fingerprint
-from srpipe.data.work import Decoded, Skip, Task, process_image
+from srpipe.data.work import Decoded, Skip, Task, file_sha256, process_image
 from srpipe.errors import ConfigError, OutputError, SrpipeError, StoreError
 from srpipe.progress import ProgressFn, report
 
@@ -75,7 +76,7 @@ def store_meta(cfg: PrepareConfig, split: st.Split, layout: str, sources: tuple[
                         settings_hash=digest, inputs_hash=fingerprint(sources))
 
 
-def _check_existing(final: Path, meta: st.StoreMeta) -> bool:
+def _check_existing(final: Path, meta: st.StoreMeta, sources: tuple[Source, ...], cfg: PrepareConfig) -> bool:
     """True when ``final`` is a finished store of exactly these settings and inputs (nothing to do)."""
     if not final.exists():
         return False
@@ -89,8 +90,36 @@ def _check_existing(final: Path, meta: st.StoreMeta) -> bool:
         diff = ", ".join(f"{k} {old.get(k)} -> {new.get(k)}" for k in sorted(new) if old.get(k) != new.get(k))
         raise StoreError(f"{final}: was made with other settings ({diff}); {advice}")
     if info.meta.inputs_hash != meta.inputs_hash:
-        raise StoreError(f"{final}: was made from other input files (added, removed or changed since); "
-                         f"{advice}")
+        if not _same_content(final, meta, sources, cfg):
+            raise StoreError(f"{final}: was made from other input files (added, removed or changed since); "
+                             f"{advice}")
+        log.info("%s: the input files were touched (new modification times) but hold the same content: "
+                 "up to date", final)
+    return True
+
+
+def _same_content(final: Path, meta: st.StoreMeta, sources: tuple[Source, ...], cfg: PrepareConfig) -> bool:
+    """Whether inputs whose cheap fingerprint changed (a copied folder has new mtimes) would still make
+    ``final``: the same relative paths, byte-identical used images (the sha256 the store records), and
+    skipped images skipped again for the same reason. False with official LR files (their content is
+    not recorded). Costs one read of every input; runs only when the fingerprint differs."""
+    if any(s.official_lr for s in sources):
+        return False
+    used_table, skipped_table = st.read_table(final, "sources"), st.read_table(final, "skipped")
+    used = {str(p): bytes(h).decode() for p, h in zip(used_table["path"], used_table["sha256"], strict=True)}
+    skipped = {str(p): str(r) for p, r in zip(skipped_table["path"], skipped_table["reason"], strict=True)}
+    if {s.rel for s in sources} != used.keys() | skipped.keys() or used.keys() & skipped.keys():
+        return False
+    for s in sources:
+        if s.rel in used:
+            if file_sha256(s.path) != used[s.rel]:
+                return False
+            continue
+        outcome = process_image(Task(path=s.path, rel=s.rel, official_lr={}, split=meta.split,
+                                     scales=meta.scales, hr_size=cfg.hr_size, stride=cfg.stride,
+                                     boundary=cfg.boundary, max_pixels=cfg.max_pixels))
+        if not isinstance(outcome, Skip) or outcome.reason != skipped[s.rel]:
+            return False
     return True
 
 
@@ -106,7 +135,7 @@ def prepare(root: Path, out: Path, cfg: PrepareConfig, *, force: bool = False,
     for split, sources in (("train", inputs.train), ("valid", inputs.valid)):
         meta = store_meta(cfg, split, inputs.layout, sources)  # type: ignore[arg-type]
         final = out / f"{split}.h5"
-        plans.append((split, sources, meta, final, not force and _check_existing(final, meta)))
+        plans.append((split, sources, meta, final, not force and _check_existing(final, meta, sources, cfg)))
     workers = cfg.workers or _usable_cores()
     mp_done = 0.0
     summaries = []

@@ -99,6 +99,15 @@ def _rgb(a: np.ndarray) -> np.ndarray:
     return np.repeat(a[..., None], 3, axis=2) if a.ndim == 2 else a
 
 
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file's bytes (the ``sources/sha256`` a store records)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def process_image(task: Task) -> Decoded | Skip:
     """Decode ``task.path`` and compute its LR images (see the module docstring)."""
     from srpipe.imaging.io import read_image
