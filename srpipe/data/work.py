@@ -114,7 +114,7 @@ def process_image(task: Task) -> Decoded | Skip:
     from srpipe.imaging.resize import imresize, modcrop
 
     try:
-        digest = hashlib.sha256(task.path.read_bytes()).hexdigest()
+        digest = file_sha256(task.path)
         image = read_image(task.path, max_pixels=task.max_pixels)
     except SrpipeError as exc:
         return Skip(task.rel, "unreadable", getattr(exc, "reason", None) or str(exc))

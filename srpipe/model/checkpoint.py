@@ -34,7 +34,7 @@ from srpipe import __version__
 from srpipe.config import ModelConfig, from_dict
 from srpipe.errors import CheckpointError, ConfigError
 from srpipe.imaging.io import atomic_path
-from srpipe.model.edsr import EDSR, build_model
+from srpipe.model.edsr import EDSR
 
 log = logging.getLogger(__name__)
 
@@ -167,25 +167,12 @@ def load_into(model: torch.nn.Module, state: dict[str, torch.Tensor], *, source:
 
 def load_model(path: Path, *, use_ema: bool = True,
                device: str | torch.device = "cpu") -> tuple[EDSR, ModelConfig]:
-    """Load ``(EDSR in eval mode, ModelConfig)`` from a checkpoint file or a run directory.
+    """Load ``(EDSR in eval mode, ModelConfig)`` from a checkpoint file or a run directory onto ``device``.
 
     ``use_ema`` prefers the EMA weights when the checkpoint has them. Non-srpipe files (EDSR-PyTorch,
-    BasicSR) go through :mod:`srpipe.model.convert`.
+    BasicSR) are converted; :func:`srpipe.model.convert.load_weights` does the loading.
     """
-    file = resolve_checkpoint(Path(path))
-    obj = read_file(file)
-    if not is_srpipe_checkpoint(obj):
-        from srpipe.model import convert  # foreign layouts; imported lazily to keep the dependency one-way
+    from srpipe.model import convert  # imported lazily: convert imports this module
 
-        cfg, state = convert.convert_state_dict(convert.extract_state_dict(obj, source=str(file)),
-                                                source=str(file))
-    else:
-        ckpt = validate(obj, file)
-        cfg = model_config_of(ckpt, file)
-        state = weights_of(ckpt, file, use_ema=use_ema)
-    try:
-        model = build_model(cfg)
-    except ValueError as exc:
-        raise CheckpointError(f"{file}: cannot build the stored model {cfg}: {exc}") from exc
-    load_into(model, state, source=file)
+    model, cfg = convert.load_weights(path, use_ema=use_ema)
     return model.to(device).eval(), cfg

@@ -234,6 +234,9 @@ def load_weights(path: str | Path, *, use_ema: bool = True, res_scale: float | N
     else:
         cfg, state = convert_state_dict(extract_state_dict(obj, source=str(file)), source=str(file),
                                         res_scale=res_scale, rgb_mean=rgb_mean)
-    model = build_model(cfg)
+    try:
+        model = build_model(cfg)
+    except ValueError as exc:
+        raise CheckpointError(f"{file}: cannot build the stored model {cfg}: {exc}") from exc
     checkpoint.load_into(model, state, source=file)
     return model.eval(), cfg
