@@ -98,6 +98,13 @@ def _check_existing(final: Path, meta: st.StoreMeta, sources: tuple[Source, ...]
     return True
 
 
+def _task(source: Source, meta: st.StoreMeta, cfg: PrepareConfig) -> Task:
+    """The work item that turns ``source`` into the store described by ``meta``."""
+    return Task(path=source.path, rel=source.rel, official_lr=source.official_lr, split=meta.split,
+                scales=meta.scales, hr_size=cfg.hr_size, stride=cfg.stride, boundary=cfg.boundary,
+                max_pixels=cfg.max_pixels)
+
+
 def _same_content(final: Path, meta: st.StoreMeta, sources: tuple[Source, ...], cfg: PrepareConfig) -> bool:
     """Whether inputs whose cheap fingerprint changed (a copied folder has new mtimes) would still make
     ``final``: the same relative paths, byte-identical used images (the sha256 the store records), and
@@ -115,9 +122,7 @@ def _same_content(final: Path, meta: st.StoreMeta, sources: tuple[Source, ...], 
             if file_sha256(s.path) != used[s.rel]:
                 return False
             continue
-        outcome = process_image(Task(path=s.path, rel=s.rel, official_lr={}, split=meta.split,
-                                     scales=meta.scales, hr_size=cfg.hr_size, stride=cfg.stride,
-                                     boundary=cfg.boundary, max_pixels=cfg.max_pixels))
+        outcome = process_image(_task(s, meta, cfg))
         if not isinstance(outcome, Skip) or outcome.reason != skipped[s.rel]:
             return False
     return True
@@ -200,9 +205,7 @@ def _write_split(split: str, sources: tuple[Source, ...], meta: st.StoreMeta, fi
     """Write (or resume) one store; returns its status and the HR megapixels decoded."""
     writer = st.StoreWriter.open(final, meta)
     start = writer.inputs_done
-    tasks = [Task(path=s.path, rel=s.rel, official_lr=s.official_lr, split=split, scales=meta.scales,
-                  hr_size=cfg.hr_size, stride=cfg.stride, boundary=cfg.boundary, max_pixels=cfg.max_pixels)
-             for s in sources[start:]]
+    tasks = [_task(s, meta, cfg) for s in sources[start:]]
     t0 = last_commit = time.perf_counter()
     mp, task_name = 0.0, f"prepare {split}"
     report(progress, task_name, start, len(sources), "resuming" if start else "")
