@@ -197,11 +197,17 @@ def test_one_pass_equals_exact_integer_rounding(rng: np.random.Generator, dtype:
 
 
 def test_exact_path_covers_the_integer_factors() -> None:
-    for factor in (2, 3, 4):
-        for in_len, out_len, scale in ((60 * factor, 60, 1 / factor), (60, 60 * factor, factor)):
-            assert resize._exact_weights(in_len, out_len, scale, "mirror", 255).dtype == np.float32
+    # (factor, D shrinking, D enlarging). Dyadic D: sums are exact and ties must round up, hence the
+    # offset 1/4D before rounding to nearest; odd D: no sum is near a tie, offset 0.
+    for factor, shrink, enlarge in ((2, 256, 128), (3, 81, 9), (4, 4096, 1024)):
+        for in_len, out_len, scale, denom in ((60 * factor, 60, 1 / factor, shrink),
+                                              (60, 60 * factor, factor, enlarge)):
+            weights, offset = resize._exact_weights(in_len, out_len, scale, "mirror", 255)
+            assert weights.dtype == np.float32
+            assert offset == (0.0 if denom % 2 else 1 / (4 * denom))
             assert resize._exact_weights(in_len, out_len, scale, "replicate", 65535) is not None
-    assert resize._exact_weights(400, 50, 1 / 8, "mirror", 255).dtype == np.float64  # 255 * 76544 > 2**24
+    x8 = resize._exact_weights(400, 50, 1 / 8, "mirror", 255)
+    assert x8 is not None and x8[0].dtype == np.float64  # 4 * 255 * 76544 > 2**24
     assert resize._exact_weights(360, 60, 1 / 6, "mirror", 255) is None  # D = 20736: even, not 2**q
     assert resize._exact_weights(100, 37, 0.37, "mirror", 255) is None  # not an integer factor
 

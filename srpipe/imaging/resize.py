@@ -36,6 +36,7 @@ BOUNDARIES: tuple[str, ...] = ("mirror", "replicate")
 _INT_TYPES = (np.uint8, np.uint16)
 _TOP = {np.dtype(t): float(np.iinfo(t).max) for t in _INT_TYPES}
 _BLOCK_BYTES = 2 << 20  # per-block buffers; 2 MiB measured fastest of 0.5-4 MiB
+_CV_DEPTH = {np.dtype(np.uint8): 0, np.dtype(np.uint16): 2}  # cv2.CV_8U, cv2.CV_16U
 _JUST_BELOW_HALF = float(np.nextafter(0.5, 0.0))
 _SCRATCH = threading.local()
 
@@ -80,6 +81,12 @@ class AxisPlan:
     window: np.ndarray
     period: int
     stride: int
+
+
+def _padded(span: int) -> int:
+    """``span`` rounded up to a multiple of 4: OpenBLAS's sgemv takes 4 columns at a time, and 11
+    taps (x3) took 8 % longer than 12 (measured; ``_exact_weights`` pads with zero weights)."""
+    return -(-span // 4) * 4
 
 
 def _find_period(start: np.ndarray, max_period: int = 16) -> tuple[int, int]:
@@ -129,6 +136,8 @@ def axis_plan(in_len: int, out_len: int, scale: float, boundary: Boundary = "mir
     span = int((taps - start[:, None]).max()) + 1
     if start[-1] + span > len(pad_index):  # never for integer factors; the strided view needs it
         period, stride = 0, 0
+    if period and (extra := start[-1] + _padded(span) - len(pad_index)) > 0:  # for _exact_weights
+        pad_index = _fold(np.arange(lo, hi + 1 + extra), in_len, boundary)
     window = np.zeros((out_len, span if period else 0))
     if period:
         np.put_along_axis(window, taps - start[:, None], weights, axis=1)
@@ -147,20 +156,22 @@ def contributions(in_len: int, out_len: int, scale: float,
 
 @lru_cache(maxsize=256)
 def _exact_weights(in_len: int, out_len: int, scale: float, boundary: Boundary,
-                   vmax: int) -> np.ndarray | None:
-    """Per-row weights ``(out_len, span)``, float32 where possible, whose window sums in *any*
-    order, rounded by :func:`_store`, give MATLAB's result for inputs in ``[0, vmax]``; else None.
+                   vmax: int) -> tuple[np.ndarray, float] | None:
+    """Per-row weights ``(out_len, span)``, float32 where possible, and an ``offset``: window sums
+    in *any* order plus ``offset``, rounded to nearest (either tie rule) and saturated, give MATLAB's
+    result for inputs in ``[0, vmax]``. None where that is not proved.
 
     Proof. Each phase's weights are ``m_k / D`` (integers summing to ``D``; the weights' best
     rationals, checked), so the true sum is ``x = S / D``, ``S`` an integer. ``D = 2**q``: MATLAB's
     weights are exactly ``m_k / D``, and every partial sum in any order is a multiple of ``1/D``
-    below ``vmax * sum|m| / D``: exact while ``vmax * sum|m| + D < 2**mantissa`` (uint8 x2: 255 *
-    304 + 256 < 2**24; x4: 255 * 4800 + 4096; x8 needs float64), so both sums are ``x`` and round
-    alike. ``D`` odd: ``x + 0.5 = (2S + D) / 2D`` (odd over even) is >= ``1/2D`` from every integer,
-    so any sum within ``1/2D`` of ``x`` rounds like ``x``. Ours is off by the weights' distance to
-    ``m/D``, Higham's ``gamma_P * sum|w v|`` (any order, blocked or FMA) and the rounding of
-    ``+ 0.5``; MATLAB's float64 sum by the first two. Both must stay below ``1/4D`` (uint8 x3 in
-    float32: 2.1e-4 against 1/324). Even ``D`` that is not a power of two (x6): no proof."""
+    below ``vmax * sum|m| / D``, so both sums are ``x``; ``x + 1/4D`` is exact too while
+    ``4 * (vmax * sum|m| + D) < 2**mantissa`` (uint8 x4: 4 * (255 * 4800 + 4096) < 2**24; x8 needs
+    float64), and rounds to nearest as ``x`` rounds half up (offset ``1/4D``). ``D`` odd: ``x + 0.5 =
+    (2S + D) / 2D`` (odd over even) is >= ``1/2D`` from every integer, so any sum within ``1/4D`` of
+    ``x`` rounds like ``x`` (offset 0). Ours is off by the weights' distance to ``m/D`` and Higham's
+    ``gamma_P * sum|w v|`` (any order, blocked or FMA); MATLAB's float64 sum likewise. Both must stay
+    below ``1/4D`` (uint8 x3 in float32: 2.2e-4 against 1/324). Even ``D`` that is not a power of
+    two (x6): no proof."""
     plan = axis_plan(in_len, out_len, scale, boundary)
     if not plan.period or out_len < plan.period:
         return None
@@ -175,17 +186,18 @@ def _exact_weights(in_len: int, out_len: int, scale: float, boundary: Boundary,
 
     def error(weights: np.ndarray, unit: float) -> float:  # 2**-52: |true - m/D|, doubled
         sum_w = float(np.abs(weights.astype(np.float64)).sum(axis=1).max())
-        off = float(np.abs(weights - true).sum(axis=1).max())
-        gamma = span * unit / (1 - span * unit)
-        return vmax * (off + gamma * sum_w + sum_m / denom * 2.0**-52) + unit * (vmax + 1)
+        off = float(np.abs(weights[:, :span] - true).sum(axis=1).max())
+        gamma = _padded(span) * unit / (1 - _padded(span) * unit)
+        return vmax * (off + gamma * sum_w + sum_m / denom * 2.0**-52)
 
     for dtype, unit, bits in ((np.float32, 2.0**-24, 24), (np.float64, 2.0**-53, 53)):
-        weights = true.astype(dtype)
-        ok = (vmax * sum_m + denom < 2**bits and bool(np.all(plan.window == true)) if dyadic
+        weights = np.zeros((out_len, _padded(span)), dtype=dtype)  # zero taps add exact zeros
+        weights[:, :span] = true
+        ok = (4 * (vmax * sum_m + denom) < 2**bits and bool(np.all(plan.window == true)) if dyadic
               else max(error(weights, unit), error(plan.window, 2.0**-53)) < limit)
         if ok:
             weights.flags.writeable = False
-            return weights
+            return weights, (limit if dyadic else 0.0)
     return None
 
 
@@ -200,21 +212,31 @@ def _scratch(role: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     return getattr(_SCRATCH, role).view(np.uint8)[:nbytes].view(dtype).reshape(shape)
 
 
-def _store(out: np.ndarray, rows: slice, sums: np.ndarray) -> None:
-    """``out[rows] = sums`` (overwritten); uint: round half away from zero, saturate. Clip first
-    (negatives give 0 anyway); the truncating cast of ``x + (0.5 - 2**-54)`` is ``floor(x + 0.5)`` for
-    doubles in [0, 2**52) (``+ 0.5`` would round 0.5 - 2**-54 up). In float32 the constant is 0.5."""
+def _store(out: np.ndarray, rows: slice, sums: np.ndarray, offset: float | None) -> None:
+    """``out[rows] = sums`` (``sums`` may be overwritten). Integer ``out``, ``offset`` None (MATLAB's
+    tap-order sums): round half away from zero, saturate; clip first (negatives give 0 anyway), then
+    the truncating cast of ``x + (0.5 - 2**-54)``, which is ``floor(x + 0.5)`` for doubles in [0,
+    2**52) (``+ 0.5`` would round 0.5 - 2**-54 up). With an ``offset`` from :func:`_exact_weights`:
+    OpenCV's saturating round-to-nearest of ``sums + offset``, one pass instead of three."""
+    if offset is not None:
+        import cv2
+
+        view = out[rows]
+        if cv2.add(sums, offset, dst=view, dtype=_CV_DEPTH[out.dtype]) is not view:  # never seen
+            raise RuntimeError("cv2.add did not write into the output rows")
+        return
     if (top := _TOP.get(out.dtype)) is not None:
         np.clip(sums, 0.0, top, out=sums)
         sums += _JUST_BELOW_HALF
     out[rows] = sums
 
 
-def _window_pass(src: np.ndarray, plan: AxisPlan, weights: np.ndarray, out: np.ndarray) -> None:
+def _window_pass(src: np.ndarray, plan: AxisPlan, weights: np.ndarray, out: np.ndarray,
+                 offset: float | None) -> None:
     """Integer factors, along axis 0 of 2-D ``src``: row ``i`` is ``weights[i] @ window(i)``. Blocks
     of one phase's rows convert their padded rows into a buffer (a slice of ``src``; a gather via
     ``pad_index`` only at the boundary) whose strided views are the windows: one BLAS call."""
-    cols, span, period, stride = src.shape[1], plan.window.shape[1], plan.period, plan.stride
+    cols, span, period, stride = src.shape[1], weights.shape[1], plan.period, plan.stride
     per_block = max(1, _BLOCK_BYTES // (max(stride, 1) * cols * weights.itemsize))
     rows_in = (per_block - 1) * stride + span
     buffer = _scratch("buffer", (rows_in, cols), weights.dtype)
@@ -230,7 +252,7 @@ def _window_pass(src: np.ndarray, plan: AxisPlan, weights: np.ndarray, out: np.n
             index = plan.pad_index[plan.start[rows.start] : plan.start[rows.start] + (n - 1) * stride + span]
             inside = index[-1] - index[0] == len(index) - 1  # steps are 0 or ±1: then no folding
             np.copyto(buffer[: len(index)], src[index[0] : index[-1] + 1] if inside else src[index])
-            _store(out, rows, np.matmul(weights[rows, None, :], windows[:n], out=sums[:n])[:, 0])
+            _store(out, rows, np.matmul(weights[rows, None, :], windows[:n], out=sums[:n])[:, 0], offset)
 
 
 def _tap_pass(src: np.ndarray, plan: AxisPlan, out: np.ndarray) -> None:
@@ -242,7 +264,7 @@ def _tap_pass(src: np.ndarray, plan: AxisPlan, out: np.ndarray) -> None:
         acc = plan.weights[rows, 0:1] * np.take(padded, plan.taps[rows, 0], axis=0)  # float64
         for k in range(1, plan.taps.shape[1]):
             acc += plan.weights[rows, k : k + 1] * np.take(padded, plan.taps[rows, k], axis=0)
-        _store(out, rows, acc)
+        _store(out, rows, acc, None)
 
 
 def _pass(src: np.ndarray, out: np.ndarray, scale: float, boundary: Boundary) -> np.ndarray:
@@ -252,7 +274,8 @@ def _pass(src: np.ndarray, out: np.ndarray, scale: float, boundary: Boundary) ->
         _tap_pass(src, plan, out)
     else:
         exact = None if top is None else _exact_weights(src.shape[0], out.shape[0], scale, boundary, int(top))
-        _window_pass(src, plan, plan.window if exact is None else exact, out)
+        weights, offset = (plan.window, None) if exact is None else exact
+        _window_pass(src, plan, weights, out, offset)
     return out
 
 
