@@ -2,15 +2,19 @@
 
 Run from the repository root::
 
-    python benchmarks/prepare.py [--input DIR] [--workers 1,2] [--repeats 3] [--hr-size 240 --stride 120]
+    python benchmarks/prepare.py [--input DIR | --div2k-sized N] [--workers 1,2] [--repeats 3]
+                                 [--hr-size 240 --stride 120]
 
 Input: ``--input``, else ``../shared/data/train/BSD200`` (199 PNG photos, 481×321) when present, else 40
 synthetic 800×600 PNGs. BSD200's short side is 321 px, so the default sub-image side is 240 (the
-smallest multiple of 12 that fits 48-px x4 LR patches is 192). Each run writes fresh stores to a
-temporary folder; the script prints the median HR megapixels/s of the whole ``prepare`` call per worker
-count, a one-process breakdown of where the time goes per image, and a control: how many cores two
-concurrent CPU-bound processes actually get on this machine right now (a shared host may give fewer
-than ``os.cpu_count()``). (srpipe's bicubic against a per-row loop is ``benchmarks/bicubic.py``.)
+smallest multiple of 12 that fits 48-px x4 LR patches is 192). ``--div2k-sized N`` makes N inputs of
+DIV2K's usual size instead (2040×1356: the first N BSD200 photos, bicubic-upscaled, light noise
+added), to see big images and big stores (use ``--hr-size 480 --stride 240``, DIV2K's). Each run
+writes fresh stores to a temporary folder; the script prints the median HR megapixels/s of the whole
+``prepare`` call per worker count, a one-process breakdown of where the time goes per image, and a
+control: how many cores two concurrent CPU-bound processes actually get on this machine right now (a
+shared host may give fewer than ``os.cpu_count()``). (srpipe's bicubic against a per-row loop is
+``benchmarks/bicubic.py``.)
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from srpipe.config import PrepareConfig
@@ -38,12 +43,25 @@ BSD200 = Path(__file__).resolve().parents[2] / "shared" / "data" / "train" / "BS
 
 
 def synthetic(folder: Path, count: int = 40) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[0:600, 0:800].astype(np.float64)
     for i in range(count):
         base = np.stack([np.sin(xx / (7 + c + i) + yy / (11 + 2 * c)) for c in range(3)], axis=-1)
         img = np.clip(127.5 + 90 * base + rng.normal(0, 20, base.shape), 0, 255).astype(np.uint8)
         write_image(folder / f"synthetic{i:03d}.png", img)
+    return folder
+
+
+def div2k_sized(folder: Path, count: int) -> Path:
+    if not BSD200.is_dir():
+        raise SystemExit(f"--div2k-sized needs the BSD200 photos in {BSD200}")
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i, path in enumerate(walk_images(BSD200)[:count]):
+        big = cv2.resize(read_image(path).pixels, (2040, 1356), interpolation=cv2.INTER_CUBIC)
+        noisy = big.astype(np.float32) + rng.normal(0, 3, big.shape).astype(np.float32)
+        write_image(folder / f"div2k_sized{i:03d}.png", np.clip(noisy, 0, 255).round().astype(np.uint8))
     return folder
 
 
@@ -88,6 +106,7 @@ def effective_cores(workers: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--input", type=Path, default=None)
+    parser.add_argument("--div2k-sized", type=int, default=0, metavar="N")
     parser.add_argument("--workers", default="1,2")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--hr-size", type=int, default=240)
@@ -95,7 +114,10 @@ def main() -> None:
     args = parser.parse_args()
     print(f"cpus {os.cpu_count()}, load {os.getloadavg()[0]:.2f}")
     with tempfile.TemporaryDirectory(prefix="srpipe-prepare-") as tmp:
-        root = args.input or (BSD200 if BSD200.is_dir() else synthetic(Path(tmp) / "in"))
+        if args.div2k_sized:
+            root = div2k_sized(Path(tmp) / "in", args.div2k_sized)
+        else:
+            root = args.input or (BSD200 if BSD200.is_dir() else synthetic(Path(tmp) / "in"))
         files = walk_images(root)
         cfg = PrepareConfig(hr_size=args.hr_size, stride=args.stride)
         print(f"input {root}: {len(files)} images; scales {list(cfg.scales)}, hr_size {cfg.hr_size}, "

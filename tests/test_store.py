@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import threading
 from pathlib import Path
 
 import h5py
@@ -28,6 +30,34 @@ def add_image(w: st.StoreWriter, rng: np.random.Generator, k: int, name: str) ->
     boxes = np.array([[0, 6 * j, P, 6 * j + P] for j in range(k)])
     w.add_patches(src, hr, {s: hr[:, ::s, ::s].copy() for s in SCALES}, boxes)
     return hr
+
+
+def test_commit_pushes_the_partial_file_to_disk_in_the_background(
+    tmp_path: Path, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    final = tmp_path / "train.h5"
+    synced: list[int] = []
+    started = threading.Event()
+
+    def fake_fdatasync(fd: int) -> None:
+        started.wait(5)  # still running while the writer goes on: a second commit must not pile up
+        synced.append(os.fstat(fd).st_ino)
+        raise OSError(5, "simulated I/O error")  # left to the final fsync; never breaks the run
+
+    monkeypatch.setattr(os, "fdatasync", fake_fdatasync, raising=False)
+    w = st.StoreWriter.open(final, meta())
+    add_image(w, rng, 2, "a.png")
+    w.commit(1)
+    first = w._writeback
+    add_image(w, rng, 1, "b.png")
+    w.commit(2)  # the first writeback has not finished: no second thread
+    assert first is not None and w._writeback is first and first.is_alive()
+    inode = st.partial_path(final).stat().st_ino
+    started.set()
+    assert w.finalize() == final  # joins the writeback before its own fsync and rename
+    assert w._writeback is None and not first.is_alive()
+    assert synced == [inode]
+    assert st.open_store(final).n_patches == 3
 
 
 def test_chunk_side_divides_and_stays_near_target() -> None:
