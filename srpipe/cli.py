@@ -142,17 +142,19 @@ def prepare_command(ctx: click.Context, root: Path, out: Path | None, pipeline: 
 @click.option("--boundary", type=click.Choice(["mirror", "replicate"]), default="mirror", show_default=True,
               help="mirror = MATLAB imresize (EDSR benchmark files); replicate = SelfExSR Set14 files.")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs (default: skip them).")
+@click.option("-j", "--workers", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Image processes; 0 = one per CPU core, 1 = no extra process.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable result on stdout.")
 @click.pass_context
 def downscale_command(ctx: click.Context, src: Path, scale: int, dst: Path, boundary: str, overwrite: bool,
-                      as_json: bool) -> None:
+                      workers: int, as_json: bool) -> None:
     """MATLAB-bicubic LR copies of an image or folder tree: modcrop to a multiple of S, then
     imresize(1/S), written as PNG under the same relative paths and stems."""
     from srpipe.imaging.downscale import downscale_tree
 
     with progress_bars(not as_json) as progress:
         result = downscale_tree(src, dst, scale=scale, boundary=boundary,  # type: ignore[arg-type]
-                                overwrite=overwrite, progress=progress)
+                                overwrite=overwrite, workers=workers, progress=progress)
     if as_json:
         emit_json(result.as_dict())
     else:

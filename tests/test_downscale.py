@@ -13,8 +13,10 @@ from PIL import Image as PILImage
 
 from srpipe.cli import cli
 from srpipe.errors import InputError, OutputError, UsageError
+from srpipe.imaging import downscale as downscale_module
 from srpipe.imaging.downscale import downscale_tree
 from srpipe.imaging.resize import imresize, modcrop
+from srpipe.parallel import make_pool
 from srpipe.progress import Progress
 
 
@@ -94,6 +96,34 @@ def test_bad_files_are_reported_and_the_rest_written(tmp_path: Path, rng: np.ran
     assert np.array_equal(_load(dst / "twin.png"), imresize(_load(src / "twin.jpg"), 1 / 4))
 
 
+def test_worker_processes_give_the_same_files_and_report_in_walk_order(
+    tmp_path: Path, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pools: list[int] = []
+
+    def spy(workers: int) -> object:
+        pools.append(workers)
+        return make_pool(workers)
+
+    monkeypatch.setattr(downscale_module, "make_pool", spy)
+    src = tmp_path / "hr"
+    for k in range(7):  # more images than in flight at once (2 x workers), so the window refills
+        _save(src / f"d{k % 3}" / f"img{k}.png", smooth_image(rng, 19 + k, 23 + 2 * k, 3))
+    (src / "d1" / "img3.png").write_bytes(b"not a png")  # an 8th file; fails in a worker
+    _save(src / "d0" / "img0.jpg", smooth_image(rng, 16, 16, 3))  # clashes with d0/img0.png
+    results = {w: downscale_tree(src, tmp_path / f"lr{w}", scale=3, workers=w) for w in (1, 2)}
+    one, two = results[1], results[2]
+    assert pools == [2]  # workers=1 runs in this process
+    assert [p.relative_to(tmp_path / "lr2") for p in two.written] == \
+        [p.relative_to(tmp_path / "lr1") for p in one.written]
+    assert len(two.written) == 7 and two.megapixels == pytest.approx(one.megapixels)
+    assert [p for p, _ in two.failed] == [p for p, _ in one.failed] == [src / "d0" / "img0.png",
+                                                                       src / "d1" / "img3.png"]
+    assert [r.replace("lr2", "lr1") for _, r in two.failed] == [r for _, r in one.failed]
+    for out in one.written:
+        assert np.array_equal(_load(out), _load(tmp_path / "lr2" / out.relative_to(tmp_path / "lr1")))
+
+
 def test_single_file_to_folder_or_png_and_json(tmp_path: Path, rng: np.random.Generator) -> None:
     hr = _save(tmp_path / "in" / "pic.png", smooth_image(rng, 30, 22, 3))
     result = _run(str(tmp_path / "in" / "pic.png"), "-s", "2", "-o", str(tmp_path / "out"), "--json",
@@ -135,10 +165,12 @@ def test_library_result_and_progress(tmp_path: Path, rng: np.random.Generator) -
     seen: list[Progress] = []
     result = downscale_tree(tmp_path / "hr", tmp_path / "lr", scale=4, progress=seen.append)
     assert result.ok and len(result.written) == 4 and not result.skipped
-    assert [p.done for p in seen] == [1, 2, 3, 4] and {p.total for p in seen} == {4}
+    assert [p.done for p in seen] == [0, 1, 2, 3, 4] and {p.total for p in seen} == {4}
     assert result.megapixels == pytest.approx((23 * 17 + 19 * 26 + 20 * 21 + 17 * 23) / 1e6)
     with pytest.raises(UsageError):
         downscale_tree(tmp_path / "hr", tmp_path / "lr", scale=1)
+    with pytest.raises(UsageError, match="--workers"):
+        downscale_tree(tmp_path / "hr", tmp_path / "lr", scale=2, workers=-1)
     with pytest.raises(InputError):
         downscale_tree(tmp_path / "nope", tmp_path / "lr", scale=2)
     (tmp_path / "file").write_text("x")

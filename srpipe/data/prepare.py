@@ -23,13 +23,9 @@ from __future__ import annotations
 import json
 import logging
 import math
-import multiprocessing
-import os
 import tempfile
 import time
-from collections import deque
-from collections.abc import Iterator
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import Executor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
@@ -39,6 +35,7 @@ from srpipe.data.report import PrepareSummary, summarise
 from srpipe.data.sources import Source, find_inputs, fingerprint
 from srpipe.data.work import Decoded, Skip, Task, file_sha256, process_image
 from srpipe.errors import ConfigError, OutputError, SrpipeError, StoreError
+from srpipe.parallel import make_pool, ordered_map, usable_cores
 from srpipe.progress import ProgressFn, report
 
 log = logging.getLogger(__name__)
@@ -141,10 +138,10 @@ def prepare(root: Path, out: Path, cfg: PrepareConfig, *, force: bool = False,
         meta = store_meta(cfg, split, inputs.layout, sources)  # type: ignore[arg-type]
         final = out / f"{split}.h5"
         plans.append((split, sources, meta, final, not force and _check_existing(final, meta, sources, cfg)))
-    workers = cfg.workers or _usable_cores()
+    workers = cfg.workers or usable_cores()
     mp_done = 0.0
     summaries = []
-    pool = _make_pool(workers) if any(not up for *_, up in plans) and workers > 1 else None
+    pool = make_pool(workers) if any(not up for *_, up in plans) and workers > 1 else None
     try:
         for split, sources, meta, final, up_to_date in plans:
             status = "up to date"
@@ -159,12 +156,6 @@ def prepare(root: Path, out: Path, cfg: PrepareConfig, *, force: bool = False,
                           seconds=time.perf_counter() - started, megapixels=mp_done)
 
 
-def _usable_cores() -> int:
-    if hasattr(os, "sched_getaffinity"):  # the cores this process may run on, not the machine's
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
 def _check_writable(out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -172,32 +163,6 @@ def _check_writable(out: Path) -> None:
             pass
     except OSError as exc:
         raise OutputError(f"{out}: cannot write stores there: {exc.strerror or exc}") from exc
-
-
-def _make_pool(workers: int) -> Executor:
-    # forkserver: workers start from a clean process, never a fork of one holding torch/HDF5 threads.
-    methods = multiprocessing.get_all_start_methods()
-    ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-    return ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
-
-
-def _ordered(pool: Executor | None, tasks: list[Task], window: int) -> Iterator[Decoded | Skip]:
-    """Results of ``process_image`` in task order, at most ``window`` tasks in flight (bounded memory)."""
-    if pool is None:
-        yield from map(process_image, tasks)
-        return
-    pending: deque = deque()
-    it = iter(tasks)
-    for task in it:
-        pending.append(pool.submit(process_image, task))
-        if len(pending) >= window:
-            break
-    while pending:
-        result = pending.popleft().result()
-        nxt = next(it, None)
-        if nxt is not None:
-            pending.append(pool.submit(process_image, nxt))
-        yield result
 
 
 def _write_split(split: str, sources: tuple[Source, ...], meta: st.StoreMeta, final: Path, cfg: PrepareConfig,
@@ -210,7 +175,7 @@ def _write_split(split: str, sources: tuple[Source, ...], meta: st.StoreMeta, fi
     mp, task_name = 0.0, f"prepare {split}"
     report(progress, task_name, start, len(sources), "resuming" if start else "")
     try:
-        for n, result in enumerate(_ordered(pool, tasks, window), start + 1):
+        for n, result in enumerate(ordered_map(pool, process_image, tasks, window), start + 1):
             _add(writer, result)
             now = time.perf_counter()
             if now - last_commit >= COMMIT_SECONDS:  # per-image commits cost ~5 ms each in HDF5 metadata

@@ -10,6 +10,7 @@ Safety: nothing is ever written inside ``SRC`` (an ``--out`` inside the source f
 that would replace the source file, is refused); existing outputs are skipped unless ``overwrite``;
 two sources that would share an output name (``a.jpg``, ``a.png``) are reported, not overwritten.
 A bad file is recorded in ``DownscaleResult.failed`` with the reason and the walk goes on.
+Work: one process per usable core by default (``workers``); results are reported in walk order.
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ from __future__ import annotations
 import logging
 import os
 import time
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
 from srpipe.errors import InputError, OutputError, SrpipeError, UsageError
 from srpipe.imaging.io import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, read_image, write_image
 from srpipe.imaging.resize import Boundary, imresize, modcrop
+from srpipe.parallel import make_pool, ordered_map, usable_cores
 from srpipe.progress import ProgressFn, report
 
 log = logging.getLogger(__name__)
@@ -103,49 +106,88 @@ def _reason(exc: Exception, path: Path) -> str:
     return text.removeprefix(f"{path}: ")
 
 
+@dataclass(frozen=True)
+class _Job:
+    path: Path
+    out: Path
+    scale: int
+    boundary: Boundary
+    max_pixels: int
+
+
+def _convert(job: _Job) -> tuple[float, str | None]:
+    """Read, shrink and write one image (in a worker or here): ``(HR megapixels, None)``, or
+    ``(0, why it failed)``."""
+    try:
+        image = read_image(job.path, max_pixels=job.max_pixels)
+        lr = imresize(modcrop(image.pixels, job.scale), 1 / job.scale, boundary=job.boundary)
+        job.out.parent.mkdir(parents=True, exist_ok=True)
+        write_image(job.out, lr, icc=image.icc, exif=image.exif)
+    except (SrpipeError, OSError, ValueError) as exc:
+        log.debug("%s: failed", job.path, exc_info=True)
+        return 0.0, _reason(exc, job.path)
+    return image.pixels.shape[0] * image.pixels.shape[1] / 1e6, None
+
+
 def downscale_tree(src: Path, dst: Path, *, scale: int, boundary: Boundary = "mirror",
-                   overwrite: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS,
+                   overwrite: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS, workers: int = 0,
                    progress: ProgressFn | None = None) -> DownscaleResult:
     """Write ``modcrop(img, scale)`` shrunk by ``1/scale`` (MATLAB bicubic) for every image under ``src``.
 
-    Returns a :class:`DownscaleResult`; per-file problems (unreadable, too small, unwritable, output
-    exists, name clash) are recorded there, never raised. Raises ``UsageError`` for ``scale`` < 2 and
-    the errors of :func:`plan_outputs` for an unusable ``src``/``dst``. Reports progress as task
-    ``"downscale"`` (files, with HR MP/s).
+    Returns a :class:`DownscaleResult`, its lists in ``src`` order; per-file problems (unreadable, too
+    small, unwritable, output exists, name clash) are recorded there, never raised. ``workers``: image
+    processes (0 = one per usable core; 1 = all in this process); with more than one and more than
+    one image to convert, a process pool reads, shrinks and writes while this process keeps the order.
+    Raises ``UsageError`` for ``scale`` < 2 or ``workers`` < 0, the errors of :func:`plan_outputs` for
+    an unusable ``src``/``dst``, and ``SrpipeError`` if a worker process dies (outputs already written
+    are complete; a re-run skips them). Reports progress as task ``"downscale"`` (files, HR MP/s).
     """
     if isinstance(scale, bool) or not isinstance(scale, int) or scale < 2:
         raise UsageError(f"--scale must be an integer >= 2, got {scale!r}")
+    if workers < 0:
+        raise UsageError(f"--workers must be >= 0 (0 = one per CPU core), got {workers}")
     start = time.perf_counter()
     src, dst = Path(src), Path(dst)
     pairs = plan_outputs(src, dst)
     root = src.resolve() if src.is_dir() else None
-    written: list[Path] = []
-    skipped: list[tuple[Path, str]] = []
-    failed: list[tuple[Path, str]] = []
+    skipped: list[tuple[int, Path, str]] = []
+    failed: list[tuple[int, Path, str]] = []
+    jobs: list[tuple[int, _Job]] = []
     claimed: dict[Path, Path] = {}
-    megapixels = 0.0
-    for done, (path, out) in enumerate(pairs, start=1):
+    for i, (path, out) in enumerate(pairs):
         key = out.resolve()
         if key in claimed:
-            failed.append((path, f"same output {out} as {claimed[key]}; rename one of them"))
+            failed.append((i, path, f"same output {out} as {claimed[key]}; rename one of them"))
         elif root is not None and _inside(key, root):
-            failed.append((path, f"output {out} would be inside the source folder"))
+            failed.append((i, path, f"output {out} would be inside the source folder"))
         elif out.exists() and not overwrite:
-            skipped.append((path, f"{out} exists (--overwrite replaces it)"))
+            skipped.append((i, path, f"{out} exists (--overwrite replaces it)"))
         else:
-            try:
-                image = read_image(path, max_pixels=max_pixels)
-                lr = imresize(modcrop(image.pixels, scale), 1 / scale, boundary=boundary)
-                out.parent.mkdir(parents=True, exist_ok=True)
-                write_image(out, lr, icc=image.icc, exif=image.exif)
-            except (SrpipeError, OSError, ValueError) as exc:
-                log.debug("%s: failed", path, exc_info=True)
-                failed.append((path, _reason(exc, path)))
-            else:
-                written.append(out)
-                megapixels += image.pixels.shape[0] * image.pixels.shape[1] / 1e6
+            jobs.append((i, _Job(path, out, scale, boundary, max_pixels)))
         claimed.setdefault(key, path)
-        rate = megapixels / max(time.perf_counter() - start, 1e-9)
-        report(progress, "downscale", done, len(pairs), f"{rate:.1f} MP/s")
-    return DownscaleResult(tuple(written), tuple(skipped), tuple(failed), megapixels,
-                           time.perf_counter() - start)
+    written: list[Path] = []
+    megapixels, done = 0.0, len(pairs) - len(jobs)
+    report(progress, "downscale", done, len(pairs), "")
+    workers = min(workers or usable_cores(), len(jobs))
+    pool = make_pool(workers) if workers > 1 else None
+    try:
+        results = ordered_map(pool, _convert, [job for _, job in jobs], 2 * workers)
+        for (i, job), (mp, reason) in zip(jobs, results, strict=True):
+            if reason is None:
+                written.append(job.out)
+                megapixels += mp
+            else:
+                failed.append((i, job.path, reason))
+            done += 1
+            rate = megapixels / max(time.perf_counter() - start, 1e-9)
+            report(progress, "downscale", done, len(pairs), f"{rate:.1f} MP/s")
+    except BrokenProcessPool as exc:
+        raise SrpipeError(f"a downscale worker process died (out of memory?) after {len(written)} "
+                          "outputs, which are complete; re-run the same command to do the rest") from exc
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+    failed.sort(key=lambda item: item[0])  # name clashes were found before the conversions ran
+    return DownscaleResult(tuple(written), tuple((p, r) for _, p, r in skipped),
+                           tuple((p, r) for _, p, r in failed),
+                           megapixels, time.perf_counter() - start)
