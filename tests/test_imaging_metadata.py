@@ -15,6 +15,7 @@ from test_imaging_io import SRGB, H, W, exif_bytes, make, pillow_bytes
 
 from srpipe.imaging import io as imio
 from srpipe.imaging.io import atomic_path, read_image, updated_exif, write_image
+from srpipe.imaging.metadata import tiff_with_icc
 
 
 def displayed(a: np.ndarray, orientation: int) -> np.ndarray:
@@ -105,13 +106,45 @@ def test_icc_and_exif_round_trip_16bit_png(tmp_path, rng):
     assert got.icc == SRGB and got.exif is not None and got.orientation == 1
 
 
-def test_16bit_colour_tiff_keeps_pixels_and_says_it_drops_metadata(tmp_path, rng, caplog):
-    pixels = make(rng, "rgb", np.uint16)
+@pytest.mark.parametrize("kind", ["rgb", "rgba"])
+def test_16bit_colour_tiff_keeps_pixels_and_icc_and_says_it_drops_exif(tmp_path, rng, caplog, kind):
+    pixels = make(rng, kind, np.uint16)
     with caplog.at_level(logging.WARNING):
         write_image(tmp_path / "m.tif", pixels, icc=SRGB, exif=exif_bytes(1))
     got = read_image(tmp_path / "m.tif")
     np.testing.assert_array_equal(got.pixels, pixels)
-    assert got.icc is None and "cannot store ICC/EXIF" in caplog.text
+    assert got.icc == SRGB and got.exif is None and "EXIF not written" in caplog.text
+    assert "ICC" not in caplog.text
+    decoded = cv2.imread(str(tmp_path / "m.tif"), cv2.IMREAD_UNCHANGED)  # libtiff reads the patched file
+    assert decoded.dtype == np.uint16 and decoded.shape == pixels.shape
+
+
+@pytest.mark.parametrize("order", ["<", ">"])
+def test_tiff_with_icc_adds_the_tag_and_keeps_every_other_entry(order):
+    # A hand-made TIFF in either byte order: two entries, pixel data, and a second IFD to keep linked.
+    e = order
+    body = struct.pack(e + "HHI", 256, 3, 1)[:8] + struct.pack(e + "H", 5) + b"\0\0"  # width 5, SHORT
+    tags = [body, struct.pack(e + "HHII", 273, 4, 1, 8)]  # StripOffsets -> byte 8 (data below)
+    data = (b"II" if e == "<" else b"MM") + struct.pack(e + "HI", 42, 16) + b"PIXELS!!"
+    ifd = struct.pack(e + "H", 2) + b"".join(tags) + struct.pack(e + "I", 1234)
+    tiff = data + ifd
+    out = tiff_with_icc(tiff, SRGB[:-1])  # odd length: the IFD after it must be word-aligned
+    assert out[:2] == tiff[:2] and out[8:16] == b"PIXELS!!" and out.startswith(tiff[:4])
+    first = struct.unpack(e + "I", out[4:8])[0]
+    assert first % 2 == 0 and first > len(tiff)
+    count = struct.unpack(e + "H", out[first : first + 2])[0]
+    entries = [struct.unpack(e + "HHII", out[first + 2 + 12 * i : first + 14 + 12 * i]) for i in range(count)]
+    assert [t[0] for t in entries] == [256, 273, 34675]  # ascending, as TIFF requires
+    assert out[first + 2 : first + 26] == b"".join(tags)  # old entries byte for byte
+    _, typ, n, at = entries[2]
+    assert (typ, n) == (7, len(SRGB) - 1) and out[at : at + n] == SRGB[:-1]
+    assert struct.unpack(e + "I", out[first + 2 + 12 * count : first + 6 + 12 * count])[0] == 1234
+    again = tiff_with_icc(out, SRGB)  # an existing profile is replaced, not doubled
+    first = struct.unpack(e + "I", again[4:8])[0]
+    assert struct.unpack(e + "H", again[first : first + 2])[0] == 3
+    for bad in (b"GIF89a" + bytes(20), b"II+\0" + bytes(20), data[:4] + struct.pack(e + "I", 999)):
+        with pytest.raises(ValueError):
+            tiff_with_icc(bad, SRGB)
 
 
 def test_updated_exif_resets_orientation_and_sets_dimensions():

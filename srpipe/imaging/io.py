@@ -54,6 +54,7 @@ from srpipe.imaging.metadata import (
     normalise_exif,
     parse_orientation,
     tiff_exif,
+    tiff_with_icc,
     updated_exif,
 )
 
@@ -258,14 +259,15 @@ def write_image(path: str | Path, pixels: np.ndarray, *, icc: bytes | None = Non
 
     ``uint16`` is kept in PNG and TIFF; JPEG, WebP and BMP are 8-bit, so ``uint16`` there raises
     ``UnsupportedImageError`` (convert with ``to_uint8`` first). Alpha is refused by JPEG and BMP
-    (readers ignore 32-bit BMP alpha). ICC and EXIF are stored by PNG, JPEG, WebP and TIFF (not by
-    BMP, nor by OpenCV's 16-bit colour TIFF writer: both logged). EXIF passes through ``updated_exif``
-    (Orientation 1, pixel dimensions of ``pixels``). An ICC profile that does not fit the pixels,
-    unparsable EXIF, or an encoder refusing either, costs the metadata (with a warning), never the
-    image. ``quality`` (1-100) is JPEG/WebP quality; JPEG uses 4:4:4 chroma from 90 up, WebP 100 is
-    lossless; TIFF is uncompressed (Pillow's libtiff path cannot write EXIF sub-IFDs). The parent
-    folder must exist. Raises ``OutputError`` when the file cannot be written;
-    an existing file at ``path`` is then left untouched.
+    (readers ignore 32-bit BMP alpha). ICC and EXIF are stored by PNG, JPEG, WebP and TIFF, except
+    BMP (neither) and 16-bit colour TIFF (OpenCV's writer; the ICC profile is patched in, EXIF is
+    lost): both logged. EXIF passes through ``updated_exif`` (Orientation 1, pixel dimensions of
+    ``pixels``). An ICC profile that does not fit the pixels, unparsable EXIF, or an encoder refusing
+    either, costs the metadata (with a warning), never the image. ``quality`` (1-100) is JPEG/WebP
+    quality; JPEG uses 4:4:4 chroma from 90 up, WebP 100 is lossless; TIFF is uncompressed
+    (Pillow's libtiff path cannot write EXIF sub-IFDs). The parent folder must exist. Raises
+    ``OutputError`` when the file cannot be written; an existing file at ``path`` is then left
+    untouched.
     """
     path = Path(path)
     fmt = _SUFFIX_FORMAT.get(path.suffix.lower())
@@ -370,10 +372,11 @@ def _encode_cv2_16bit(tmp: Path, path: Path, pixels: np.ndarray, fmt: str, icc: 
         ok, buf = cv2.imencodeWithMetadata(".png", bgr, types, chunks,
                                            [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESS_LEVEL])
     else:
-        if icc or exif:
-            log.warning("%s: OpenCV's 16-bit colour TIFF writer cannot store ICC/EXIF; written without",
-                        path)
         ok, buf = cv2.imencode(".tif", bgr)
+        if ok and icc:  # OpenCV cannot embed it in TIFF; the IFD is patched instead
+            buf = np.frombuffer(tiff_with_icc(buf.tobytes(), icc), dtype=np.uint8)
+        if exif:
+            log.warning("%s: EXIF not written: OpenCV's 16-bit colour TIFF writer cannot store it", path)
     if not ok:
         raise ValueError(f"OpenCV could not encode 16-bit {fmt.upper()}")
     tmp.write_bytes(buf.tobytes())

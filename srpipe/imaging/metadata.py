@@ -98,3 +98,38 @@ def exif_of(data: bytes) -> PILImage.Exif:
     exif = PILImage.Exif()
     exif.load(data)
     return exif
+
+
+_ICC_TAG, _UNDEFINED = 34675, 7
+
+
+def tiff_with_icc(data: bytes, icc: bytes) -> bytes:
+    """A classic TIFF file (``data``) with ``icc`` as the first image's ICC profile (tag 34675).
+
+    For writers that cannot embed one (OpenCV's 16-bit colour TIFF): the profile and a copy of the
+    first IFD plus the new entry are appended, and the header is pointed at that copy. Every other
+    offset stays valid, so pixels and other tags are untouched; the old IFD is left as dead bytes.
+    ``ValueError`` for data that is not a classic TIFF, or a result beyond 4 GiB (32-bit offsets)."""
+    order = {b"II": "little", b"MM": "big"}.get(data[:2])
+    if order is None or len(data) < 8 or int.from_bytes(data[2:4], order) != 42:
+        raise ValueError("not a classic TIFF file (BigTIFF and other formats are not patched)")
+
+    def num(at: int, size: int) -> int:
+        return int.from_bytes(data[at : at + size], order)
+
+    first = num(4, 4)
+    count = num(first, 2)
+    if first + 2 + 12 * count + 4 > len(data):
+        raise ValueError("truncated TIFF: its first IFD runs past the end of the file")
+    at = [first + 2 + 12 * i for i in range(count)]
+    entries = {num(a, 2): data[a : a + 12] for a in at}
+    next_ifd = data[first + 2 + 12 * count : first + 6 + 12 * count]
+    icc_at = len(data) + len(data) % 2  # TIFF offsets are word-aligned
+    ifd_at = icc_at + len(icc) + len(icc) % 2
+    if ifd_at + 6 + 12 * (len(entries) + 1) >= 1 << 32:
+        raise ValueError("the TIFF would exceed 4 GiB, the limit of its 32-bit offsets")
+    entries[_ICC_TAG] = (_ICC_TAG.to_bytes(2, order) + _UNDEFINED.to_bytes(2, order)
+                         + len(icc).to_bytes(4, order) + icc_at.to_bytes(4, order))
+    ifd = len(entries).to_bytes(2, order) + b"".join(entries[t] for t in sorted(entries)) + next_ifd
+    head = data[:4] + ifd_at.to_bytes(4, order) + data[8:]
+    return b"".join((head, b"\0" * (icc_at - len(data)), icc, b"\0" * (ifd_at - icc_at - len(icc)), ifd))
