@@ -251,7 +251,11 @@ def _window_pass(src: np.ndarray, plan: AxisPlan, weights: np.ndarray, out: np.n
             rows = slice(phase + first * period, phase + (first + n - 1) * period + 1, period)
             index = plan.pad_index[plan.start[rows.start] : plan.start[rows.start] + (n - 1) * stride + span]
             inside = index[-1] - index[0] == len(index) - 1  # steps are 0 or ±1: then no folding
-            np.copyto(buffer[: len(index)], src[index[0] : index[-1] + 1] if inside else src[index])
+            if inside:
+                np.copyto(buffer[: len(index)], src[index[0] : index[-1] + 1])
+            else:  # into a kept array: a fresh 0.5 MB one per call cost page faults (x3, 0.1 ms)
+                gathered = _scratch("gather", (len(index), cols), src.dtype)
+                np.copyto(buffer[: len(index)], np.take(src, index, axis=0, out=gathered, mode="clip"))
             _store(out, rows, np.matmul(weights[rows, None, :], windows[:n], out=sums[:n])[:, 0], offset)
 
 
