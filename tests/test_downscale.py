@@ -106,6 +106,7 @@ def test_worker_processes_give_the_same_files_and_report_in_walk_order(
         return make_pool(workers)
 
     monkeypatch.setattr(downscale_module, "make_pool", spy)
+    monkeypatch.setattr(downscale_module, "POOL_AFTER_SECONDS", 0.0)  # a pool even for tiny images
     src = tmp_path / "hr"
     for k in range(7):  # more images than in flight at once (2 x workers), so the window refills
         _save(src / f"d{k % 3}" / f"img{k}.png", smooth_image(rng, 19 + k, 23 + 2 * k, 3))
@@ -113,7 +114,10 @@ def test_worker_processes_give_the_same_files_and_report_in_walk_order(
     _save(src / "d0" / "img0.jpg", smooth_image(rng, 16, 16, 3))  # clashes with d0/img0.png
     results = {w: downscale_tree(src, tmp_path / f"lr{w}", scale=3, workers=w) for w in (1, 2)}
     one, two = results[1], results[2]
-    assert pools == [2]  # workers=1 runs in this process
+    assert pools == [2]  # workers=1 runs in this process; workers=2 after the first image
+    monkeypatch.setattr(downscale_module, "POOL_AFTER_SECONDS", 1.0)
+    small = downscale_tree(src, tmp_path / "lr3", scale=3, workers=2)  # ~1 ms an image: not worth a pool
+    assert pools == [2] and len(small.written) == 7
     assert [p.relative_to(tmp_path / "lr2") for p in two.written] == \
         [p.relative_to(tmp_path / "lr1") for p in one.written]
     assert len(two.written) == 7 and two.megapixels == pytest.approx(one.megapixels)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Iterator
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,9 @@ from srpipe.parallel import make_pool, ordered_map, usable_cores
 from srpipe.progress import ProgressFn, report
 
 log = logging.getLogger(__name__)
+# A pool costs ~0.3 s to start (measured: 5 Set5-sized files took 0.07 s in one process, 0.32 s with
+# a pool): it is started only once the images left look like at least this much work.
+POOL_AFTER_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -129,6 +133,24 @@ def _convert(job: _Job) -> tuple[float, str | None]:
     return image.pixels.shape[0] * image.pixels.shape[1] / 1e6, None
 
 
+def _conversions(jobs: list[_Job], workers: int) -> Iterator[tuple[float, str | None]]:
+    """:func:`_convert` of each job, in order: here while the work left looks smaller than
+    ``POOL_AFTER_SECONDS`` at the pace so far, then in a pool of up to ``workers`` processes."""
+    start = time.perf_counter()
+    for k, job in enumerate(jobs):
+        pace = (time.perf_counter() - start) / k if k else 0.0
+        if workers > 1 and pace * (len(jobs) - k) > POOL_AFTER_SECONDS:
+            break
+        yield _convert(job)
+    else:
+        return
+    pool = make_pool(min(workers, len(jobs) - k))
+    try:
+        yield from ordered_map(pool, _convert, jobs[k:], 2 * workers)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 def downscale_tree(src: Path, dst: Path, *, scale: int, boundary: Boundary = "mirror",
                    overwrite: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS, workers: int = 0,
                    progress: ProgressFn | None = None) -> DownscaleResult:
@@ -136,8 +158,9 @@ def downscale_tree(src: Path, dst: Path, *, scale: int, boundary: Boundary = "mi
 
     Returns a :class:`DownscaleResult`, its lists in ``src`` order; per-file problems (unreadable, too
     small, unwritable, output exists, name clash) are recorded there, never raised. ``workers``: image
-    processes (0 = one per usable core; 1 = all in this process); with more than one and more than
-    one image to convert, a process pool reads, shrinks and writes while this process keeps the order.
+    processes (0 = one per usable core; 1 = all in this process). With more than one, once the images
+    left look like more than ``POOL_AFTER_SECONDS`` of work at the pace of the first ones, a process
+    pool reads, shrinks and writes them while this process keeps the order.
     Raises ``UsageError`` for ``scale`` < 2 or ``workers`` < 0, the errors of :func:`plan_outputs` for
     an unusable ``src``/``dst``, and ``SrpipeError`` if a worker process dies (outputs already written
     are complete; a re-run skips them). Reports progress as task ``"downscale"`` (files, HR MP/s).
@@ -168,11 +191,9 @@ def downscale_tree(src: Path, dst: Path, *, scale: int, boundary: Boundary = "mi
     written: list[Path] = []
     megapixels, done = 0.0, len(pairs) - len(jobs)
     report(progress, "downscale", done, len(pairs), "")
-    workers = min(workers or usable_cores(), len(jobs))
-    pool = make_pool(workers) if workers > 1 else None
     try:
-        results = ordered_map(pool, _convert, [job for _, job in jobs], 2 * workers)
-        for (i, job), (mp, reason) in zip(jobs, results, strict=True):
+        conversions = _conversions([job for _, job in jobs], workers or usable_cores())
+        for (i, job), (mp, reason) in zip(jobs, conversions, strict=True):
             if reason is None:
                 written.append(job.out)
                 megapixels += mp
@@ -184,9 +205,6 @@ def downscale_tree(src: Path, dst: Path, *, scale: int, boundary: Boundary = "mi
     except BrokenProcessPool as exc:
         raise SrpipeError(f"a downscale worker process died (out of memory?) after {len(written)} "
                           "outputs, which are complete; re-run the same command to do the rest") from exc
-    finally:
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
     failed.sort(key=lambda item: item[0])  # name clashes were found before the conversions ran
     return DownscaleResult(tuple(written), tuple((p, r) for _, p, r in skipped),
                            tuple((p, r) for _, p, r in failed),

@@ -7,6 +7,8 @@ re-serialising go through Pillow's ``Image.Exif``.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 from PIL import Image as PILImage
 
@@ -110,7 +112,8 @@ def tiff_with_icc(data: bytes, icc: bytes) -> bytes:
     first IFD plus the new entry are appended, and the header is pointed at that copy. Every other
     offset stays valid, so pixels and other tags are untouched; the old IFD is left as dead bytes.
     ``ValueError`` for data that is not a classic TIFF, or a result beyond 4 GiB (32-bit offsets)."""
-    order = {b"II": "little", b"MM": "big"}.get(data[:2])
+    orders: dict[bytes, Literal["little", "big"]] = {b"II": "little", b"MM": "big"}
+    order = orders.get(data[:2])
     if order is None or len(data) < 8 or int.from_bytes(data[2:4], order) != 42:
         raise ValueError("not a classic TIFF file (BigTIFF and other formats are not patched)")
 

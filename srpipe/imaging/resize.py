@@ -222,7 +222,8 @@ def _store(out: np.ndarray, rows: slice, sums: np.ndarray, offset: float | None)
         import cv2
 
         view = out[rows]
-        if cv2.add(sums, offset, dst=view, dtype=_CV_DEPTH[out.dtype]) is not view:  # never seen
+        stored = cv2.add(sums, offset, dst=view, dtype=_CV_DEPTH[out.dtype])  # type: ignore[call-overload]
+        if stored is not view:  # never seen
             raise RuntimeError("cv2.add did not write into the output rows")
         return
     if (top := _TOP.get(out.dtype)) is not None:
