@@ -1,5 +1,5 @@
 """srpipe.imaging.metadata and .atomic, through read_image/write_image: EXIF orientation (all 8, every
-decoder path), ICC/EXIF round trips and repairs, atomic replacement."""
+decoder path), ICC/EXIF/XMP round trips and repairs, atomic replacement."""
 
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ import pytest
 from PIL import Image as PILImage
 from test_imaging_io import SRGB, H, W, exif_bytes, make, pillow_bytes
 
-from srpipe.imaging import io as imio
+from srpipe.imaging import write as imwrite
+from srpipe.imaging.downscale import downscale_tree
 from srpipe.imaging.io import atomic_path, read_image, updated_exif, write_image
-from srpipe.imaging.metadata import tiff_with_icc
+from srpipe.imaging.metadata import ICC_TAG, XMP_KEY, png_with_itxt, tiff_with_blobs, updated_xmp
 
 
 def displayed(a: np.ndarray, orientation: int) -> np.ndarray:
@@ -120,7 +121,7 @@ def test_16bit_colour_tiff_keeps_pixels_and_icc_and_says_it_drops_exif(tmp_path,
 
 
 @pytest.mark.parametrize("order", ["<", ">"])
-def test_tiff_with_icc_adds_the_tag_and_keeps_every_other_entry(order):
+def test_tiff_with_blobs_adds_the_tag_and_keeps_every_other_entry(order):
     # A hand-made TIFF in either byte order: two entries, pixel data, and a second IFD to keep linked.
     e = order
     body = struct.pack(e + "HHI", 256, 3, 1)[:8] + struct.pack(e + "H", 5) + b"\0\0"  # width 5, SHORT
@@ -128,7 +129,7 @@ def test_tiff_with_icc_adds_the_tag_and_keeps_every_other_entry(order):
     data = (b"II" if e == "<" else b"MM") + struct.pack(e + "HI", 42, 16) + b"PIXELS!!"
     ifd = struct.pack(e + "H", 2) + b"".join(tags) + struct.pack(e + "I", 1234)
     tiff = data + ifd
-    out = tiff_with_icc(tiff, SRGB[:-1])  # odd length: the IFD after it must be word-aligned
+    out = tiff_with_blobs(tiff, {ICC_TAG: SRGB[:-1]})  # odd length: the IFD after it must be word-aligned
     assert out[:2] == tiff[:2] and out[8:16] == b"PIXELS!!" and out.startswith(tiff[:4])
     first = struct.unpack(e + "I", out[4:8])[0]
     assert first % 2 == 0 and first > len(tiff)
@@ -139,12 +140,12 @@ def test_tiff_with_icc_adds_the_tag_and_keeps_every_other_entry(order):
     _, typ, n, at = entries[2]
     assert (typ, n) == (7, len(SRGB) - 1) and out[at : at + n] == SRGB[:-1]
     assert struct.unpack(e + "I", out[first + 2 + 12 * count : first + 6 + 12 * count])[0] == 1234
-    again = tiff_with_icc(out, SRGB)  # an existing profile is replaced, not doubled
+    again = tiff_with_blobs(out, {ICC_TAG: SRGB})  # an existing profile is replaced, not doubled
     first = struct.unpack(e + "I", again[4:8])[0]
     assert struct.unpack(e + "H", again[first : first + 2])[0] == 3
     for bad in (b"GIF89a" + bytes(20), b"II+\0" + bytes(20), data[:4] + struct.pack(e + "I", 999)):
         with pytest.raises(ValueError):
-            tiff_with_icc(bad, SRGB)
+            tiff_with_blobs(bad, {ICC_TAG: SRGB})
 
 
 def test_updated_exif_resets_orientation_and_sets_dimensions():
@@ -172,19 +173,88 @@ def test_invalid_or_mismatched_icc_is_dropped_not_fatal(tmp_path, rng, caplog):
 
 
 def test_encoder_refusing_metadata_retries_without_it(tmp_path, rng, monkeypatch, caplog):
-    real = imio._encode
+    real = imwrite._encode
 
-    def picky(tmp, path, pixels, fmt, icc, exif, quality):
+    def picky(tmp, path, pixels, fmt, icc, exif, xmp, quality):
         if icc is not None:
             raise ValueError("libpng: Incorrect data in iCCP")
-        real(tmp, path, pixels, fmt, icc, exif, quality)
+        real(tmp, path, pixels, fmt, icc, exif, xmp, quality)
 
-    monkeypatch.setattr(imio, "_encode", picky)
+    monkeypatch.setattr(imwrite, "_encode", picky)
     with caplog.at_level(logging.WARNING):
-        write_image(tmp_path / "r.png", make(rng, "rgb"), icc=SRGB, exif=exif_bytes(1))
+        write_image(tmp_path / "r.png", make(rng, "rgb"), icc=SRGB, exif=exif_bytes(1), xmp=XMP)
     got = read_image(tmp_path / "r.png")
-    assert got.icc is None and got.exif is not None
+    assert got.icc is None and got.exif is not None and got.xmp is not None
     assert "retrying without the ICC profile" in caplog.text
+
+
+# An XMP packet as Lightroom writes one: attributes and elements, a non-ASCII caption, the file's own
+# orientation and size (stale once the pixels are rotated upright and resized).
+XMP = ('<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?><x:xmpmeta xmlns:x="adobe:ns:meta/">'
+       '<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description rdf:about="" '
+       'xmlns:xmp="http://ns.adobe.com/xap/1.0/" xmlns:tiff="http://ns.adobe.com/tiff/1.0/" '
+       'xmlns:exif="http://ns.adobe.com/exif/1.0/" xmlns:dc="http://purl.org/dc/elements/1.1/" '
+       'xmp:Rating="4" tiff:Orientation="6" tiff:ImageWidth="3000"><exif:PixelXDimension>3000'
+       '</exif:PixelXDimension><exif:PixelYDimension>2000</exif:PixelYDimension><dc:title><rdf:Alt>'
+       '<rdf:li xml:lang="x-default">Ciel d\u2019été à Zürich</rdf:li></rdf:Alt></dc:title>'
+       '</rdf:Description></rdf:RDF></x:xmpmeta><?xpacket end="w"?>').encode()
+
+
+def _as_written(width: int, height: int) -> bytes:
+    return (XMP.replace(b'tiff:Orientation="6"', b'tiff:Orientation="1"')
+            .replace(b'tiff:ImageWidth="3000"', f'tiff:ImageWidth="{width}"'.encode())
+            .replace(b">3000<", f">{width}<".encode()).replace(b">2000<", f">{height}<".encode()))
+
+
+@pytest.mark.parametrize(("name", "kind", "dtype"), [
+    ("x.png", "rgb", np.uint8), ("x.jpg", "rgb", np.uint8), ("x.webp", "rgba", np.uint8),
+    ("x.tif", "rgb", np.uint8), ("x.png", "gray", np.uint16), ("x.png", "rgba", np.uint16),
+    ("x.tif", "rgb", np.uint16)])
+def test_xmp_round_trips_with_orientation_and_size_brought_up_to_date(tmp_path, rng, name, kind, dtype):
+    pixels = make(rng, kind, dtype)
+    write_image(tmp_path / name, pixels, icc=SRGB if kind != "gray" else None, exif=exif_bytes(1), xmp=XMP)
+    got = read_image(tmp_path / name)
+    assert got.xmp == _as_written(pixels.shape[1], pixels.shape[0])  # the rest byte for byte
+    assert (got.icc == SRGB) == (kind != "gray")
+    assert (got.exif is not None) == (name != "x.tif" or dtype == np.uint8)  # 16-bit TIFF: no EXIF
+    if name.endswith((".png", ".tif")):  # lossless
+        np.testing.assert_array_equal(got.pixels, pixels)
+
+
+def test_xmp_is_kept_through_downscale_and_dropped_by_bmp(tmp_path, rng, caplog):
+    src = tmp_path / "hr" / "photo.jpg"
+    src.parent.mkdir()
+    write_image(src, make(rng, "rgb"), xmp=XMP)
+    assert downscale_tree(src.parent, tmp_path / "lr", scale=2).ok
+    lr = read_image(tmp_path / "lr" / "photo.png")
+    assert lr.xmp == _as_written(lr.pixels.shape[1], lr.pixels.shape[0])
+    with caplog.at_level(logging.INFO):
+        write_image(tmp_path / "x.bmp", make(rng, "rgb"), xmp=XMP)
+    assert read_image(tmp_path / "x.bmp").xmp is None and "BMP cannot store" in caplog.text
+
+
+def test_updated_xmp_rewrites_only_what_the_new_pixels_change():
+    other = (b'<r xmlns:t="http://ns.adobe.com/tiff/1.0/" xmlns:e=\'http://ns.adobe.com/exif/1.0/\' '
+             b't:Orientation = \'8\' xt:Orientation="8" t:ImageLength="5"><e:PixelYDimension>5'
+             b'</e:PixelYDimension><t:Orientation>3</t:Orientation></r>')
+    assert updated_xmp(other, 7, 9) == (
+        b'<r xmlns:t="http://ns.adobe.com/tiff/1.0/" xmlns:e=\'http://ns.adobe.com/exif/1.0/\' '
+        b't:Orientation = \'1\' xt:Orientation="8" t:ImageLength="9"><e:PixelYDimension>9'
+        b'</e:PixelYDimension><t:Orientation>1</t:Orientation></r>')  # prefixes from the packet
+    untouched = b'<r tiff:Orientation="6"/>'  # prefix bound to no namespace here: not the TIFF one
+    assert updated_xmp(untouched, 1, 1) == untouched
+    assert updated_xmp(b"\xff\xfe<\x00", 1, 1) == b"\xff\xfe<\x00"  # not UTF-8: as it was
+
+
+def test_png_with_itxt_replaces_text_chunks_of_the_keyword(tmp_path):
+    _, buf = cv2.imencodeWithMetadata(".png", np.zeros((3, 5, 3), np.uint16), [cv2.IMAGE_METADATA_XMP],
+                                       [np.frombuffer(b"<old/>", np.uint8)], [])
+    patched = png_with_itxt(buf.tobytes(), XMP_KEY, XMP)
+    assert patched.count(XMP_KEY.encode()) == 1 and b"<old/>" not in patched
+    (tmp_path / "p.png").write_bytes(patched)
+    assert read_image(tmp_path / "p.png").xmp == XMP
+    with pytest.raises(ValueError):
+        png_with_itxt(b"GIF89a", XMP_KEY, XMP)
 
 
 def test_corrupt_exif_costs_the_exif_not_the_image(tmp_path, rng, caplog):

@@ -55,8 +55,11 @@ def make_tree(root: Path, rng: np.random.Generator) -> dict[str, np.ndarray]:
     icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
     exif = PILImage.Exif()
     exif[0x0112] = 6  # stored 20 wide × 12 high, displayed rotated: 12 wide × 20 high
+    xmp = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+           b'<rdf:Description xmlns:tiff="http://ns.adobe.com/tiff/1.0/" xmlns:xmp="http://ns.adobe.com/xap/1.0/"'
+           b' tiff:Orientation="6" xmp:Rating="5"/></rdf:RDF></x:xmpmeta>')
     PILImage.fromarray(smooth_image(rng, 12, 20)).save(root / "photo.jpg", exif=exif.tobytes(),
-                                                       icc_profile=icc, quality=95)
+                                                       icc_profile=icc, xmp=xmp, quality=95)
     data = (root / "rgb.png").read_bytes()
     (root / "sub" / "corrupt.png").write_bytes(data[: len(data) // 2])  # truncated
     save(root / ".hidden.png", images["rgb.png"])
@@ -86,6 +89,7 @@ def test_every_kind_of_image_mirrored_with_metadata_and_isolated_failure(tmp_pat
     source = read_image(src / "photo.jpg")
     assert source.pixels.shape == (20, 12, 3) and photo.pixels.shape == (40, 24, 3)  # orientation applied
     assert photo.orientation == 1 and photo.exif is not None and photo.icc == source.icc  # reset, kept
+    assert source.xmp is not None and photo.xmp == source.xmp.replace(b'Orientation="6"', b'Orientation="1"')
 
 
 def test_rerun_skips_finished_outputs_and_overwrite_redoes_them(tmp_path: Path, model: Path,

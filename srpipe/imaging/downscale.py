@@ -2,7 +2,7 @@
 
 Each image is read (orientation applied, bit depth kept), cropped bottom/right to a multiple of the
 scale (``modcrop``), shrunk with :func:`srpipe.imaging.resize.imresize` (``1/scale``, the chosen
-boundary) and written as PNG with its ICC profile and EXIF, atomically. A folder is walked
+boundary) and written as PNG with its ICC profile, EXIF and XMP, atomically. A folder is walked
 recursively in sorted order; only image suffixes are taken and hidden files and folders (names
 starting with ``.``) are skipped. ``SRC/a/b/photo.jpg`` becomes ``DST/a/b/photo.png``.
 
@@ -126,7 +126,7 @@ def _convert(job: _Job) -> tuple[float, str | None]:
         image = read_image(job.path, max_pixels=job.max_pixels)
         lr = imresize(modcrop(image.pixels, job.scale), 1 / job.scale, boundary=job.boundary)
         job.out.parent.mkdir(parents=True, exist_ok=True)
-        write_image(job.out, lr, icc=image.icc, exif=image.exif)
+        write_image(job.out, lr, icc=image.icc, exif=image.exif, xmp=image.xmp)
     except (SrpipeError, OSError, ValueError) as exc:
         log.debug("%s: failed", job.path, exc_info=True)
         return 0.0, _reason(exc, job.path)

@@ -1,4 +1,5 @@
-"""Reading and writing image files faithfully: bit depth, orientation, ICC and EXIF kept, atomic writes.
+"""Reading and writing image files faithfully: bit depth, orientation, ICC, EXIF and XMP kept, atomic
+writes.
 
 Formats: PNG, JPEG, WebP, TIFF, BMP (first frame/page only). In memory an image is an ``H×W`` (gray),
 ``H×W×3`` (RGB) or ``H×W×4`` (RGBA) ``uint8``/``uint16`` array in RGB order, as the file is *displayed*
@@ -40,13 +41,12 @@ from srpipe.errors import (
     ImageDecodeError,
     ImageTooLargeError,
     InputError,
-    OutputError,
     SrpipeError,
     UnsupportedImageError,
-    UsageError,
 )
 from srpipe.imaging.atomic import atomic_path
 from srpipe.imaging.color import to_uint8
+from srpipe.imaging.formats import IMAGE_SUFFIXES, SUFFIX_FORMAT
 from srpipe.imaging.metadata import (
     apply_orientation,
     exif_of,
@@ -54,29 +54,23 @@ from srpipe.imaging.metadata import (
     normalise_exif,
     parse_orientation,
     tiff_exif,
-    tiff_with_icc,
     updated_exif,
+    xmp_of,
 )
+from srpipe.imaging.write import write_image
 
 __all__ = ["DEFAULT_MAX_PIXELS", "IMAGE_SUFFIXES", "Image", "apply_orientation", "atomic_path",
            "read_image", "to_uint8", "updated_exif", "write_image"]
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
 DEFAULT_MAX_PIXELS = 178_956_970  # Pillow's own default cap
-PNG_COMPRESS_LEVEL = 1  # level 6 is ~3x slower on photos for ~2.5 % smaller files (measured)
 
-_SUFFIX_FORMAT = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp", ".tif": "tiff",
-                  ".tiff": "tiff", ".bmp": "bmp"}
 _PIL_FORMAT = {"PNG": "png", "JPEG": "jpeg", "MPO": "jpeg", "WEBP": "webp", "TIFF": "tiff", "BMP": "bmp"}
 _OPENERS = ["PNG", "JPEG", "WEBP", "TIFF", "BMP"]  # Pillow's JPEG opener also yields MPO (phone photos)
-_SAVE_FORMAT = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP", "tiff": "TIFF", "bmp": "BMP"}
 _OTHER_SIGNATURES = ((b"GIF8", "GIF"), (b"\x00\x00\x00\x0cjP  ", "JPEG 2000"), (b"\xff\x0a", "JPEG XL"),
                      (b"8BPS", "Photoshop"), (b"%PDF", "PDF"))
 _SUPPORTED = "PNG, JPEG, WebP, TIFF, BMP"
-_MAX_SIDE = {"jpeg": 65_535, "webp": 16_383}
-_JPEG_MAX_EXIF = 65_533  # one APP1 marker
 _ORIENTATION = 0x0112
 
 
@@ -90,6 +84,7 @@ class Image:
     ``updated_exif`` - ``write_image`` does - before storing it with new pixels). ``format``: "png",
     "jpeg", "webp", "tiff" or "bmp". ``mode``: the file's Pillow mode before conversion ("P", "CMYK",
     "LA", "I;16", "RGB", ...). ``orientation``: the EXIF orientation that was applied (1 = none).
+    ``xmp``: the file's XMP packet, unmodified (``write_image`` passes it through ``updated_xmp``).
     """
 
     pixels: np.ndarray
@@ -99,6 +94,7 @@ class Image:
     path: Path
     mode: str = ""
     orientation: int = 1
+    xmp: bytes | None = None
 
     @property
     def bit_depth(self) -> int:
@@ -163,7 +159,7 @@ def _decode(im: PILImage.Image, path: Path, max_pixels: int) -> Image:
         log.warning("%s: ICC profile dropped: %s", path, problem)
         icc = None
     return Image(pixels=pixels, icc=icc, exif=exif, format=fmt, path=path, mode=mode,
-                 orientation=orientation)
+                 orientation=orientation, xmp=None if fmt == "bmp" else xmp_of(im.info))
 
 
 def _rawmode(im: PILImage.Image) -> str:
@@ -244,139 +240,7 @@ def _unidentified(path: Path) -> SrpipeError:
         known = "HEIF/AVIF"
     if known:
         return UnsupportedImageError(path, f"{known} images are not supported (supported: {_SUPPORTED})")
-    if path.suffix.lower() in _SUFFIX_FORMAT:
+    if path.suffix.lower() in SUFFIX_FORMAT:
         return ImageDecodeError(path, f"not a valid {path.suffix.lstrip('.').upper()} file "
                                       "(corrupt or truncated header)")
     return UnsupportedImageError(path, f"not an image in a supported format ({_SUPPORTED})")
-
-
-# ---- writing --------------------------------------------------------------------------------------
-
-
-def write_image(path: str | Path, pixels: np.ndarray, *, icc: bytes | None = None,
-                exif: bytes | None = None, quality: int = 95) -> None:
-    """Write ``pixels`` to ``path`` atomically; the format comes from the suffix (``IMAGE_SUFFIXES``).
-
-    ``uint16`` is kept in PNG and TIFF; JPEG, WebP and BMP are 8-bit, so ``uint16`` there raises
-    ``UnsupportedImageError`` (convert with ``to_uint8`` first). Alpha is refused by JPEG and BMP
-    (readers ignore 32-bit BMP alpha). ICC and EXIF are stored by PNG, JPEG, WebP and TIFF, except
-    BMP (neither) and 16-bit colour TIFF (OpenCV's writer; the ICC profile is patched in, EXIF is
-    lost): both logged. EXIF passes through ``updated_exif`` (Orientation 1, pixel dimensions of
-    ``pixels``). An ICC profile that does not fit the pixels, unparsable EXIF, or an encoder refusing
-    either, costs the metadata (with a warning), never the image. ``quality`` (1-100) is JPEG/WebP
-    quality; JPEG uses 4:4:4 chroma from 90 up, WebP 100 is lossless; TIFF is uncompressed
-    (Pillow's libtiff path cannot write EXIF sub-IFDs). The parent folder must exist. Raises
-    ``OutputError`` when the file cannot be written; an existing file at ``path`` is then left
-    untouched.
-    """
-    path = Path(path)
-    fmt = _SUFFIX_FORMAT.get(path.suffix.lower())
-    if fmt is None:
-        raise UnsupportedImageError(path, f"cannot write '{path.suffix}' files; use one of "
-                                          f"{', '.join(IMAGE_SUFFIXES)}")
-    _check_writable(path, pixels, fmt)
-    if not 1 <= quality <= 100:
-        raise UsageError(f"{path}: quality must be between 1 and 100, got {quality}")
-    if icc is not None and (problem := icc_problem(icc, pixels)):
-        log.warning("%s: ICC profile not written: %s", path, problem)
-        icc = None
-    if exif is not None:
-        try:
-            exif = updated_exif(exif, pixels.shape[1], pixels.shape[0])
-        except Exception as exc:
-            log.warning("%s: EXIF not written: cannot parse it (%s)", path, exc)
-            exif = None
-    if exif is not None and fmt == "jpeg" and len(exif) > _JPEG_MAX_EXIF:
-        log.warning("%s: EXIF not written: %d bytes do not fit one JPEG APP1 marker", path, len(exif))
-        exif = None
-    # An encoder refusing metadata (libpng rejects some ICC profiles) costs the metadata, not the image.
-    attempts = [(icc, exif, "")]
-    if icc:
-        attempts.append((None, exif, "the ICC profile"))
-    if exif:
-        attempts.append((None, None, "ICC profile and EXIF" if icc else "EXIF"))
-    try:
-        with atomic_path(path) as tmp:
-            for i, (try_icc, try_exif, _) in enumerate(attempts):
-                try:
-                    _encode(tmp, path, pixels, fmt, try_icc, try_exif, quality)
-                    break
-                except Exception as exc:
-                    if i + 1 == len(attempts):
-                        raise
-                    log.warning("%s: encoding failed (%s); retrying without %s", path, exc,
-                                attempts[i + 1][2])
-    except SrpipeError:
-        raise
-    except Exception as exc:
-        raise OutputError(f"{path}: cannot write {fmt.upper()}: {exc}") from exc
-
-
-def _check_writable(path: Path, pixels: np.ndarray, fmt: str) -> None:
-    ok_shape = isinstance(pixels, np.ndarray) and (
-        pixels.ndim == 2 or (pixels.ndim == 3 and pixels.shape[2] in (3, 4)))
-    if not ok_shape or pixels.dtype not in (np.uint8, np.uint16) or 0 in pixels.shape:
-        what = f"{pixels.dtype} array of shape {pixels.shape}" if isinstance(pixels, np.ndarray) else \
-            type(pixels).__name__
-        raise UnsupportedImageError(path, f"cannot write a {what}; expected H×W, H×W×3 or H×W×4 "
-                                          "uint8/uint16")
-    name = fmt.upper()
-    if pixels.dtype == np.uint16 and fmt in ("jpeg", "webp", "bmp"):
-        raise UnsupportedImageError(path, f"{name} holds 8 bits per channel; convert 16-bit pixels with "
-                                          "srpipe.imaging.io.to_uint8 or write PNG/TIFF")
-    if pixels.ndim == 3 and pixels.shape[2] == 4 and fmt in ("jpeg", "bmp"):
-        raise UnsupportedImageError(path, f"{name} cannot store alpha; split it off with "
-                                          "srpipe.imaging.color.split_alpha or write PNG/WebP/TIFF")
-    limit = _MAX_SIDE.get(fmt)
-    if limit and max(pixels.shape[:2]) > limit:
-        raise UnsupportedImageError(path, f"{name} images are at most {limit} px a side, this one is "
-                                          f"{pixels.shape[1]}×{pixels.shape[0]}; write PNG/TIFF")
-
-
-def _encode(tmp: Path, path: Path, pixels: np.ndarray, fmt: str, icc: bytes | None,
-            exif: bytes | None, quality: int) -> None:
-    if pixels.dtype == np.uint16 and pixels.ndim == 3:  # Pillow has no 16-bit colour mode
-        _encode_cv2_16bit(tmp, path, pixels, fmt, icc, exif)
-        return
-    opts: dict[str, object] = {}
-    if fmt == "bmp":
-        if icc or exif:
-            log.info("%s: BMP cannot store ICC/EXIF; written without", path)
-    else:
-        if icc:
-            opts["icc_profile"] = icc
-        if exif:
-            opts["exif"] = exif[6:] if fmt == "webp" else exif  # WebP's EXIF chunk has no prefix
-    if fmt == "png":
-        opts["compress_level"] = PNG_COMPRESS_LEVEL
-    elif fmt == "jpeg":
-        opts.update(quality=quality, subsampling=0 if quality >= 90 else 2)
-    elif fmt == "webp":
-        opts.update(quality=quality, lossless=quality == 100, exact=True)
-    PILImage.fromarray(pixels).save(tmp, format=_SAVE_FORMAT[fmt], **opts)
-
-
-def _encode_cv2_16bit(tmp: Path, path: Path, pixels: np.ndarray, fmt: str, icc: bytes | None,
-                      exif: bytes | None) -> None:
-    import cv2
-
-    bgr = cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR if pixels.shape[2] == 3 else cv2.COLOR_RGBA2BGRA)
-    if fmt == "png":
-        types, chunks = [], []
-        if exif:
-            types.append(cv2.IMAGE_METADATA_EXIF)
-            chunks.append(np.frombuffer(exif[6:], dtype=np.uint8))  # eXIf holds no prefix
-        if icc:
-            types.append(cv2.IMAGE_METADATA_ICCP)
-            chunks.append(np.frombuffer(icc, dtype=np.uint8))
-        ok, buf = cv2.imencodeWithMetadata(".png", bgr, types, chunks,
-                                           [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESS_LEVEL])
-    else:
-        ok, buf = cv2.imencode(".tif", bgr)
-        if ok and icc:  # OpenCV cannot embed it in TIFF; the IFD is patched instead
-            buf = np.frombuffer(tiff_with_icc(buf.tobytes(), icc), dtype=np.uint8)
-        if exif:
-            log.warning("%s: EXIF not written: OpenCV's 16-bit colour TIFF writer cannot store it", path)
-    if not ok:
-        raise ValueError(f"OpenCV could not encode 16-bit {fmt.upper()}")
-    tmp.write_bytes(buf.tobytes())

@@ -1,4 +1,5 @@
-"""Image metadata: EXIF orientation, EXIF rewriting for new pixels, ICC profile checks.
+"""Image metadata: EXIF orientation, EXIF and XMP rewriting for new pixels, ICC profile checks, and
+patching ICC/XMP into the PNG and TIFF files OpenCV writes (it cannot embed them itself).
 
 EXIF is handled in one form throughout srpipe: ``b"Exif\\0\\0"`` followed by the TIFF structure (what a
 JPEG APP1 marker holds; PNG and WebP store it without the prefix, the writers strip it). Parsing and
@@ -7,7 +8,10 @@ re-serialising go through Pillow's ``Image.Exif``.
 
 from __future__ import annotations
 
-from typing import Literal
+import re
+import struct
+import zlib
+from typing import Any, Literal
 
 import numpy as np
 from PIL import Image as PILImage
@@ -102,15 +106,19 @@ def exif_of(data: bytes) -> PILImage.Exif:
     return exif
 
 
-_ICC_TAG, _UNDEFINED = 34675, 7
+ICC_TAG, XMP_TAG = 34675, 700  # TIFF tags: ICC profile (UNDEFINED), XMP packet (BYTE)
+_TAG_TYPE = {ICC_TAG: 7, XMP_TAG: 1}
+XMP_KEY = "XML:com.adobe.xmp"  # the PNG text keyword for XMP
+_TIFF_NS, _EXIF_NS = "http://ns.adobe.com/tiff/1.0/", "http://ns.adobe.com/exif/1.0/"
 
 
-def tiff_with_icc(data: bytes, icc: bytes) -> bytes:
-    """A classic TIFF file (``data``) with ``icc`` as the first image's ICC profile (tag 34675).
+def tiff_with_blobs(data: bytes, blobs: dict[int, bytes]) -> bytes:
+    """A classic TIFF file (``data``) with ``blobs`` (``ICC_TAG``, ``XMP_TAG``: bytes) as tags of its
+    first image; a tag already there is replaced.
 
-    For writers that cannot embed one (OpenCV's 16-bit colour TIFF): the profile and a copy of the
-    first IFD plus the new entry are appended, and the header is pointed at that copy. Every other
-    offset stays valid, so pixels and other tags are untouched; the old IFD is left as dead bytes.
+    For writers that cannot embed them (OpenCV's 16-bit colour TIFF): the blobs and a copy of the first
+    IFD with the new entries are appended, and the header is pointed at that copy. Every other offset
+    stays valid, so pixels and other tags are untouched; the old IFD is left as dead bytes.
     ``ValueError`` for data that is not a classic TIFF, or a result beyond 4 GiB (32-bit offsets)."""
     orders: dict[bytes, Literal["little", "big"]] = {b"II": "little", b"MM": "big"}
     order = orders.get(data[:2])
@@ -127,12 +135,69 @@ def tiff_with_icc(data: bytes, icc: bytes) -> bytes:
     at = [first + 2 + 12 * i for i in range(count)]
     entries = {num(a, 2): data[a : a + 12] for a in at}
     next_ifd = data[first + 2 + 12 * count : first + 6 + 12 * count]
-    icc_at = len(data) + len(data) % 2  # TIFF offsets are word-aligned
-    ifd_at = icc_at + len(icc) + len(icc) % 2
-    if ifd_at + 6 + 12 * (len(entries) + 1) >= 1 << 32:
+    tail = bytearray(b"\0" * (len(data) % 2))  # TIFF offsets are word-aligned
+    for tag, blob in blobs.items():
+        offset = len(data) + len(tail)
+        entries[tag] = (tag.to_bytes(2, order) + _TAG_TYPE[tag].to_bytes(2, order)
+                        + len(blob).to_bytes(4, order) + offset.to_bytes(4, order))
+        tail += blob + b"\0" * (len(blob) % 2)
+    ifd_at = len(data) + len(tail)
+    if ifd_at + 6 + 12 * len(entries) >= 1 << 32:
         raise ValueError("the TIFF would exceed 4 GiB, the limit of its 32-bit offsets")
-    entries[_ICC_TAG] = (_ICC_TAG.to_bytes(2, order) + _UNDEFINED.to_bytes(2, order)
-                         + len(icc).to_bytes(4, order) + icc_at.to_bytes(4, order))
     ifd = len(entries).to_bytes(2, order) + b"".join(entries[t] for t in sorted(entries)) + next_ifd
-    head = data[:4] + ifd_at.to_bytes(4, order) + data[8:]
-    return b"".join((head, b"\0" * (icc_at - len(data)), icc, b"\0" * (ifd_at - icc_at - len(icc)), ifd))
+    return data[:4] + ifd_at.to_bytes(4, order) + data[8:] + bytes(tail) + ifd
+
+
+def png_with_itxt(data: bytes, keyword: str, text: bytes) -> bytes:
+    """A PNG file (``data``) with one uncompressed UTF-8 ``iTXt`` chunk ``keyword`` = ``text`` before
+    its first ``IDAT``; text chunks (tEXt, zTXt, iTXt) with that keyword are removed. For OpenCV,
+    which writes XMP as Latin-1 ``tEXt``. ``ValueError`` for data that is not a PNG."""
+    if not data.startswith(b"\x89PNG\r\n\x1a\n"):
+        raise ValueError("not a PNG file")
+    body = keyword.encode("latin-1") + b"\0\0\0\0\0" + text  # no compression, no language
+    new = struct.pack(">I", len(body)) + b"iTXt" + body + struct.pack(">I", zlib.crc32(b"iTXt" + body))
+    out, pos, placed = [data[:8]], 8, False
+    while pos + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
+        chunk = data[pos : pos + 12 + length]
+        pos += 12 + length
+        if kind in (b"tEXt", b"zTXt", b"iTXt") and chunk[8:].startswith(keyword.encode("latin-1") + b"\0"):
+            continue
+        if kind == b"IDAT" and not placed:
+            out.append(new)
+            placed = True
+        out.append(chunk)
+    if not placed:
+        raise ValueError("PNG without image data (no IDAT chunk)")
+    return b"".join(out)
+
+
+def xmp_of(info: dict[str, Any]) -> bytes | None:
+    """The XMP packet Pillow found: ``info["xmp"]`` (JPEG, WebP, TIFF tag 700, PNG iTXt), else a PNG
+    ``tEXt`` one as OpenCV writes it (Pillow decodes it as Latin-1, which gives the bytes back)."""
+    raw = info.get("xmp") or info.get(XMP_KEY)
+    if isinstance(raw, str):
+        try:
+            raw = raw.encode("latin-1")
+        except UnicodeEncodeError:
+            raw = raw.encode("utf-8")
+    return bytes(raw) if raw else None
+
+
+def updated_xmp(xmp: bytes, width: int, height: int) -> bytes:
+    """``xmp`` for new pixels: ``tiff:Orientation`` 1 (pixels are stored upright) and the tiff/exif
+    pixel dimensions set where present, as attributes or elements, under whatever prefixes the packet
+    binds to those namespaces; everything else byte for byte. Not UTF-8: returned unchanged."""
+    try:
+        text = xmp.decode("utf-8")
+    except UnicodeDecodeError:
+        return xmp
+    values = {(_TIFF_NS, "Orientation"): 1, (_TIFF_NS, "ImageWidth"): width,
+              (_TIFF_NS, "ImageLength"): height, (_EXIF_NS, "PixelXDimension"): width,
+              (_EXIF_NS, "PixelYDimension"): height}
+    for (namespace, name), value in values.items():
+        for prefix in set(re.findall(rf"xmlns:([\w.-]+)\s*=\s*[\"']{re.escape(namespace)}[\"']", text)):
+            qname = re.escape(f"{prefix}:{name}")
+            text = re.sub(rf"(?<![\w.:-])({qname}\s*=\s*)([\"'])[^\"']*\2", rf"\g<1>\g<2>{value}\g<2>", text)
+            text = re.sub(rf"(<{qname}>)[^<]*(</{qname}>)", rf"\g<1>{value}\g<2>", text)
+    return text.encode("utf-8")
