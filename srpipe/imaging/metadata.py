@@ -181,7 +181,7 @@ def xmp_of(info: dict[str, Any]) -> bytes | None:
             raw = raw.encode("latin-1")
         except UnicodeEncodeError:
             raw = raw.encode("utf-8")
-    return bytes(raw) if raw else None
+    return bytes(raw) if isinstance(raw, (bytes, bytearray)) and raw else None
 
 
 def updated_xmp(xmp: bytes, width: int, height: int) -> bytes:
