@@ -18,8 +18,9 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Generator
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -133,7 +134,7 @@ def _convert(job: _Job) -> tuple[float, str | None]:
     return image.pixels.shape[0] * image.pixels.shape[1] / 1e6, None
 
 
-def _conversions(jobs: list[_Job], workers: int) -> Iterator[tuple[float, str | None]]:
+def _conversions(jobs: list[_Job], workers: int) -> Generator[tuple[float, str | None], None, None]:
     """:func:`_convert` of each job, in order: here while the work left looks smaller than
     ``POOL_AFTER_SECONDS`` at the pace so far, then in a pool of up to ``workers`` processes."""
     start = time.perf_counter()
@@ -191,17 +192,18 @@ def downscale_tree(src: Path, dst: Path, *, scale: int, boundary: Boundary = "mi
     written: list[Path] = []
     megapixels, done = 0.0, len(pairs) - len(jobs)
     report(progress, "downscale", done, len(pairs), "")
-    try:
-        conversions = _conversions([job for _, job in jobs], workers or usable_cores())
-        for (i, job), (mp, reason) in zip(jobs, conversions, strict=True):
-            if reason is None:
-                written.append(job.out)
-                megapixels += mp
-            else:
-                failed.append((i, job.path, reason))
-            done += 1
-            rate = megapixels / max(time.perf_counter() - start, 1e-9)
-            report(progress, "downscale", done, len(pairs), f"{rate:.1f} MP/s")
+    conversions = _conversions([job for _, job in jobs], workers or usable_cores())
+    try:  # closing: a pool still running (Ctrl-C, a dead worker) is shut down on the way out
+        with closing(conversions):
+            for (i, job), (mp, reason) in zip(jobs, conversions, strict=True):
+                if reason is None:
+                    written.append(job.out)
+                    megapixels += mp
+                else:
+                    failed.append((i, job.path, reason))
+                done += 1
+                rate = megapixels / max(time.perf_counter() - start, 1e-9)
+                report(progress, "downscale", done, len(pairs), f"{rate:.1f} MP/s")
     except BrokenProcessPool as exc:
         raise SrpipeError(f"a downscale worker process died (out of memory?) after {len(written)} "
                           "outputs, which are complete; re-run the same command to do the rest") from exc
