@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import struct
 import zlib
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import numpy as np
@@ -172,15 +173,16 @@ def png_with_itxt(data: bytes, keyword: str, text: bytes) -> bytes:
     return b"".join(out)
 
 
-def xmp_of(info: dict[str, Any]) -> bytes | None:
+def xmp_of(info: Mapping[Any, Any]) -> bytes | None:
     """The XMP packet Pillow found: ``info["xmp"]`` (JPEG, WebP, TIFF tag 700, PNG iTXt), else a PNG
     ``tEXt`` one as OpenCV writes it (Pillow decodes it as Latin-1, which gives the bytes back)."""
     raw = info.get("xmp") or info.get(XMP_KEY)
     if isinstance(raw, str):
+        text = raw
         try:
-            raw = raw.encode("latin-1")
+            raw = text.encode("latin-1")
         except UnicodeEncodeError:
-            raw = raw.encode("utf-8")
+            raw = text.encode("utf-8")
     return bytes(raw) if isinstance(raw, (bytes, bytearray)) and raw else None
 
 
