@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from concurrent.futures import Future
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +14,7 @@ from conftest import smooth_image
 from PIL import Image as PILImage
 
 from srpipe.cli import cli
-from srpipe.errors import InputError, OutputError, UsageError
+from srpipe.errors import InputError, OutputError, SrpipeError, UsageError
 from srpipe.imaging import downscale as downscale_module
 from srpipe.imaging.downscale import downscale_tree
 from srpipe.imaging.resize import imresize, modcrop
@@ -126,6 +128,32 @@ def test_worker_processes_give_the_same_files_and_report_in_walk_order(
     assert [r.replace("lr2", "lr1") for _, r in two.failed] == [r for _, r in one.failed]
     for out in one.written:
         assert np.array_equal(_load(out), _load(tmp_path / "lr2" / out.relative_to(tmp_path / "lr1")))
+
+
+def test_a_dead_worker_stops_the_run_with_a_clear_error_and_complete_outputs(
+    tmp_path: Path, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class DeadPool:  # what ProcessPoolExecutor does once a worker was killed (out of memory)
+        def submit(self, fn: object, item: object) -> Future:
+            future: Future = Future()
+            future.set_exception(BrokenProcessPool("A process in the process pool was terminated"))
+            return future
+
+        def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+            pass
+
+    monkeypatch.setattr(downscale_module, "make_pool", lambda workers: DeadPool())
+    monkeypatch.setattr(downscale_module, "POOL_AFTER_SECONDS", 0.0)
+    for k in range(3):
+        _save(tmp_path / "hr" / f"{k}.png", smooth_image(rng, 16, 16, 3))
+    with pytest.raises(SrpipeError, match=r"worker process died .* after 1 outputs, which are complete"):
+        downscale_tree(tmp_path / "hr", tmp_path / "lr", scale=2, workers=2)
+    assert [p.name for p in (tmp_path / "lr").iterdir()] == ["0.png"]  # no partial file left
+    assert np.array_equal(_load(tmp_path / "lr" / "0.png"), imresize(_load(tmp_path / "hr" / "0.png"), 1 / 2))
+    result = CliRunner().invoke(cli, ["downscale", str(tmp_path / "hr"), "-s", "2",
+                                      "-o", str(tmp_path / "lr2"), "-j", "2"])
+    assert result.exit_code != 0 and "worker process died" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_single_file_to_folder_or_png_and_json(tmp_path: Path, rng: np.random.Generator) -> None:
