@@ -252,6 +252,13 @@ def test_cli_prepare_exit_codes_and_json(tmp_path: Path, inputs: Path) -> None:
     assert result.exit_code == 1 and "other settings" in result.output
     result = runner.invoke(cli, ["prepare", str(tmp_path / "missing")])
     assert result.exit_code == 2 and "does not exist" in result.output
+    too_big = [*args[:3], "--set", "hr_size=600", "--set", "stride=300", *args[7:]]
+    result = runner.invoke(cli, [*too_big, str(good), "--out", str(tmp_path / "big")])
+    assert result.exit_code == 1 and "every training image was skipped" in result.stdout
+    assert "--set hr_size=240 --set stride=120" in result.stdout  # options that exist (the hint is run below)
+    result = runner.invoke(cli, [*args[:3], "--set", "hr_size=240", "--set", "stride=120", *args[7:],
+                                 str(good), "--out", str(tmp_path / "hint")])
+    assert "No such option" not in result.output and "hr_size 240" in result.stdout
 
 
 @pytest.mark.shared

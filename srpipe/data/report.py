@@ -88,8 +88,9 @@ class PrepareSummary:
                 lines.append(f"official LR x{o.scale} ({s.split}): {o.images} images, max |Δ| {o.max_abs}, "
                              f"{o.share:.4%} of pixels differ{extra}")
         if self.splits and not self.splits[0].patches:
-            lines.append("no training sub-images: every training image was skipped (smaller images need "
-                         "a smaller --hr-size)")
+            lines.append("no training sub-images: every training image was skipped; smaller images need a "
+                         "smaller hr_size, e.g. --set hr_size=240 --set stride=120 (multiples of every "
+                         "scale, hr_size at least patch_size x the largest scale; docs/prepare.md)")
         rate = f", {self.megapixels / self.seconds:.1f} MP/s" if self.megapixels and self.seconds else ""
         lines.append(f"{self.megapixels:.1f} HR megapixels in {self.seconds:.1f} s{rate}")
         return lines
