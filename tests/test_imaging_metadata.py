@@ -16,7 +16,7 @@ from test_imaging_io import SRGB, H, W, exif_bytes, make, pillow_bytes
 from srpipe.imaging import write as imwrite
 from srpipe.imaging.downscale import downscale_tree
 from srpipe.imaging.io import atomic_path, read_image, updated_exif, write_image
-from srpipe.imaging.metadata import ICC_TAG, XMP_KEY, png_with_itxt, tiff_with_blobs, updated_xmp
+from srpipe.imaging.metadata import XMP_KEY, png_with_itxt, tiff_with_metadata, updated_xmp
 
 
 def displayed(a: np.ndarray, orientation: int) -> np.ndarray:
@@ -108,20 +108,31 @@ def test_icc_and_exif_round_trip_16bit_png(tmp_path, rng):
 
 
 @pytest.mark.parametrize("kind", ["rgb", "rgba"])
-def test_16bit_colour_tiff_keeps_pixels_and_icc_and_says_it_drops_exif(tmp_path, rng, caplog, kind):
+def test_16bit_colour_tiff_keeps_pixels_icc_and_exif(tmp_path, rng, caplog, kind):
     pixels = make(rng, kind, np.uint16)
+    exif = PILImage.Exif()
+    exif.load(exif_bytes(6))
+    exif[0x8298] = "(c) srpipe test"  # Copyright: IFD0, longer than 4 bytes (stored at an offset)
+    gps = exif.get_ifd(0x8825)
+    gps[1], gps[2] = "N", (47.0, 22.0, 1.5)  # GPSLatitudeRef, GPSLatitude (rationals)
     with caplog.at_level(logging.WARNING):
-        write_image(tmp_path / "m.tif", pixels, icc=SRGB, exif=exif_bytes(1))
+        write_image(tmp_path / "m.tif", pixels, icc=SRGB, exif=exif.tobytes())
+    assert not caplog.text  # nothing dropped
     got = read_image(tmp_path / "m.tif")
     np.testing.assert_array_equal(got.pixels, pixels)
-    assert got.icc == SRGB and got.exif is None and "EXIF not written" in caplog.text
-    assert "ICC" not in caplog.text
+    assert got.icc == SRGB and got.exif is not None
+    back = PILImage.Exif()
+    back.load(got.exif)
+    assert back[0x010F] == "srpipe-test-camera" and back[0x8298] == "(c) srpipe test"
+    assert back.get(0x0112, 1) == 1  # the pixels are stored upright
+    assert (back.get_ifd(0x8769)[0xA002], back.get_ifd(0x8769)[0xA003]) == (W, H)  # this image's size
+    assert back.get_ifd(0x8825)[1] == "N" and [float(v) for v in back.get_ifd(0x8825)[2]] == [47, 22, 1.5]
     decoded = cv2.imread(str(tmp_path / "m.tif"), cv2.IMREAD_UNCHANGED)  # libtiff reads the patched file
     assert decoded.dtype == np.uint16 and decoded.shape == pixels.shape
 
 
 @pytest.mark.parametrize("order", ["<", ">"])
-def test_tiff_with_blobs_adds_the_tag_and_keeps_every_other_entry(order):
+def test_tiff_with_metadata_adds_the_tag_and_keeps_every_other_entry(order):
     # A hand-made TIFF in either byte order: two entries, pixel data, and a second IFD to keep linked.
     e = order
     body = struct.pack(e + "HHI", 256, 3, 1)[:8] + struct.pack(e + "H", 5) + b"\0\0"  # width 5, SHORT
@@ -129,7 +140,7 @@ def test_tiff_with_blobs_adds_the_tag_and_keeps_every_other_entry(order):
     data = (b"II" if e == "<" else b"MM") + struct.pack(e + "HI", 42, 16) + b"PIXELS!!"
     ifd = struct.pack(e + "H", 2) + b"".join(tags) + struct.pack(e + "I", 1234)
     tiff = data + ifd
-    out = tiff_with_blobs(tiff, {ICC_TAG: SRGB[:-1]})  # odd length: the IFD after it must be word-aligned
+    out = tiff_with_metadata(tiff, icc=SRGB[:-1])  # odd length: the IFD after it must be word-aligned
     assert out[:2] == tiff[:2] and out[8:16] == b"PIXELS!!" and out.startswith(tiff[:4])
     first = struct.unpack(e + "I", out[4:8])[0]
     assert first % 2 == 0 and first > len(tiff)
@@ -140,12 +151,12 @@ def test_tiff_with_blobs_adds_the_tag_and_keeps_every_other_entry(order):
     _, typ, n, at = entries[2]
     assert (typ, n) == (7, len(SRGB) - 1) and out[at : at + n] == SRGB[:-1]
     assert struct.unpack(e + "I", out[first + 2 + 12 * count : first + 6 + 12 * count])[0] == 1234
-    again = tiff_with_blobs(out, {ICC_TAG: SRGB})  # an existing profile is replaced, not doubled
+    again = tiff_with_metadata(out, icc=SRGB)  # an existing profile is replaced, not doubled
     first = struct.unpack(e + "I", again[4:8])[0]
     assert struct.unpack(e + "H", again[first : first + 2])[0] == 3
     for bad in (b"GIF89a" + bytes(20), b"II+\0" + bytes(20), data[:4] + struct.pack(e + "I", 999)):
         with pytest.raises(ValueError):
-            tiff_with_blobs(bad, {ICC_TAG: SRGB})
+            tiff_with_metadata(bad, icc=SRGB)
 
 
 def test_updated_exif_resets_orientation_and_sets_dimensions():
@@ -216,7 +227,7 @@ def test_xmp_round_trips_with_orientation_and_size_brought_up_to_date(tmp_path, 
     got = read_image(tmp_path / name)
     assert got.xmp == _as_written(pixels.shape[1], pixels.shape[0])  # the rest byte for byte
     assert (got.icc == SRGB) == (kind != "gray")
-    assert (got.exif is not None) == (name != "x.tif" or dtype == np.uint8)  # 16-bit TIFF: no EXIF
+    assert got.exif is not None
     if name.endswith((".png", ".tif")):  # lossless
         np.testing.assert_array_equal(got.pixels, pixels)
 

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import numpy as np
 from PIL import Image as PILImage
+from PIL import TiffImagePlugin
 
 # IFD0 tags worth carrying from a TIFF into EXIF elsewhere (the rest describe the TIFF's own layout):
 # ImageDescription, Make, Model, X/YResolution, ResolutionUnit, Software, DateTime, Artist, Copyright
@@ -113,14 +114,17 @@ XMP_KEY = "XML:com.adobe.xmp"  # the PNG text keyword for XMP
 _TIFF_NS, _EXIF_NS = "http://ns.adobe.com/tiff/1.0/", "http://ns.adobe.com/exif/1.0/"
 
 
-def tiff_with_blobs(data: bytes, blobs: dict[int, bytes]) -> bytes:
-    """A classic TIFF file (``data``) with ``blobs`` (``ICC_TAG``, ``XMP_TAG``: bytes) as tags of its
-    first image; a tag already there is replaced.
+def tiff_with_metadata(data: bytes, *, icc: bytes | None = None, xmp: bytes | None = None,
+                       exif: bytes | None = None) -> bytes:
+    """A classic TIFF file (``data``) with ``icc`` (tag 34675), ``xmp`` (tag 700) and ``exif`` (its
+    descriptive IFD0 tags, as in :func:`tiff_exif`, and its Exif and GPS sub-IFDs) added to its first
+    image; a tag already there is replaced.
 
-    For writers that cannot embed them (OpenCV's 16-bit colour TIFF): the blobs and a copy of the first
-    IFD with the new entries are appended, and the header is pointed at that copy. Every other offset
-    stays valid, so pixels and other tags are untouched; the old IFD is left as dead bytes.
-    ``ValueError`` for data that is not a classic TIFF, or a result beyond 4 GiB (32-bit offsets)."""
+    For writers that cannot embed them (OpenCV's 16-bit colour TIFF): the metadata and a copy of the
+    first IFD with the new entries are appended, and the header is pointed at that copy. Every other
+    offset stays valid, so pixels and other tags are untouched; the old IFD is left as dead bytes. The
+    EXIF part is laid out by Pillow's own TIFF writer at its final offset. ``ValueError`` for data that
+    is not a classic TIFF, or a result beyond 4 GiB (32-bit offsets); Pillow's errors for bad EXIF."""
     orders: dict[bytes, Literal["little", "big"]] = {b"II": "little", b"MM": "big"}
     order = orders.get(data[:2])
     if order is None or len(data) < 8 or int.from_bytes(data[2:4], order) != 42:
@@ -137,11 +141,25 @@ def tiff_with_blobs(data: bytes, blobs: dict[int, bytes]) -> bytes:
     entries = {num(a, 2): data[a : a + 12] for a in at}
     next_ifd = data[first + 2 + 12 * count : first + 6 + 12 * count]
     tail = bytearray(b"\0" * (len(data) % 2))  # TIFF offsets are word-aligned
-    for tag, blob in blobs.items():
-        offset = len(data) + len(tail)
-        entries[tag] = (tag.to_bytes(2, order) + _TAG_TYPE[tag].to_bytes(2, order)
-                        + len(blob).to_bytes(4, order) + offset.to_bytes(4, order))
-        tail += blob + b"\0" * (len(blob) % 2)
+    for tag, blob in ((ICC_TAG, icc), (XMP_TAG, xmp)):
+        if blob:
+            offset = len(data) + len(tail)
+            entries[tag] = (tag.to_bytes(2, order) + _TAG_TYPE[tag].to_bytes(2, order)
+                            + len(blob).to_bytes(4, order) + offset.to_bytes(4, order))
+            tail += blob + b"\0" * (len(blob) % 2)
+    if exif:
+        parsed, extra = exif_of(exif), TiffImagePlugin.ImageFileDirectory_v2(ifh=data[:8])
+        for tag in _TIFF_EXIF_TAGS:
+            if tag in parsed:
+                extra[tag] = parsed[tag]
+        for group in (_EXIF_IFD, _GPS_IFD):
+            if sub := parsed.get_ifd(group):
+                extra[group] = dict(sub)
+        if len(extra):  # an IFD whose entries (and sub-IFDs) point at absolute offsets from here on
+            block = extra.tobytes(len(data) + len(tail))
+            entries.update((int.from_bytes(block[i : i + 2], order), block[i : i + 12])
+                           for i in range(2, 2 + 12 * len(extra), 12))
+            tail += block + b"\0" * (len(block) % 2)
     ifd_at = len(data) + len(tail)
     if ifd_at + 6 + 12 * len(entries) >= 1 << 32:
         raise ValueError("the TIFF would exceed 4 GiB, the limit of its 32-bit offsets")

@@ -19,13 +19,12 @@ from srpipe.errors import OutputError, SrpipeError, UnsupportedImageError, Usage
 from srpipe.imaging.atomic import atomic_path
 from srpipe.imaging.formats import IMAGE_SUFFIXES, PNG_COMPRESS_LEVEL, SUFFIX_FORMAT
 from srpipe.imaging.metadata import (
-    ICC_TAG,
     XMP_KEY,
     XMP_TAG,
     exif_of,
     icc_problem,
     png_with_itxt,
-    tiff_with_blobs,
+    tiff_with_metadata,
     updated_exif,
     updated_xmp,
 )
@@ -44,16 +43,17 @@ def write_image(path: str | Path, pixels: np.ndarray, *, icc: bytes | None = Non
 
     ``uint16`` is kept in PNG and TIFF; JPEG, WebP and BMP are 8-bit, so ``uint16`` there raises
     ``UnsupportedImageError`` (convert with ``to_uint8`` first). Alpha is refused by JPEG and BMP
-    (readers ignore 32-bit BMP alpha). ICC, EXIF and XMP are stored by PNG, JPEG, WebP and TIFF,
-    except BMP (none) and 16-bit colour TIFF (OpenCV's writer; ICC and XMP are patched in, EXIF is
-    lost): both logged. EXIF passes through ``updated_exif`` and XMP through ``updated_xmp``
+    (readers ignore 32-bit BMP alpha). ICC, EXIF and XMP are stored by PNG, JPEG, WebP and TIFF; BMP
+    stores none (logged). 16-bit colour (OpenCV's encoder) gets what OpenCV cannot embed patched into
+    its file: XMP as PNG ``iTXt``; ICC, XMP and EXIF (descriptive IFD0 tags, Exif and GPS sub-IFDs)
+    into TIFF's first IFD. EXIF passes through ``updated_exif`` and XMP through ``updated_xmp``
     (orientation 1, pixel dimensions of ``pixels``). An ICC profile that does not fit the pixels,
     unparsable EXIF, XMP too large for JPEG's one marker, or an encoder refusing any of them, costs
-    the metadata (with a warning), never the image. ``quality`` (1-100) is JPEG/WebP
-    quality; JPEG uses 4:4:4 chroma from 90 up, WebP 100 is lossless; TIFF is uncompressed
-    (Pillow's libtiff path cannot write EXIF sub-IFDs). The parent folder must exist. Raises
-    ``OutputError`` when the file cannot be written; an existing file at ``path`` is then left
-    untouched.
+    the metadata (with a warning), never the image. ``quality`` (1-100) is JPEG/WebP quality; JPEG
+    uses 4:4:4 chroma from 90 up, WebP 100 is lossless; 8-bit TIFF is uncompressed (Pillow's libtiff
+    path cannot write EXIF sub-IFDs), 16-bit colour TIFF is OpenCV's LZW with a predictor. The parent
+    folder must exist. Raises ``OutputError`` when the file cannot be written; an existing file at
+    ``path`` is then left untouched.
     """
     path = Path(path)
     fmt = SUFFIX_FORMAT.get(path.suffix.lower())
@@ -178,11 +178,8 @@ def _encode_cv2_16bit(tmp: Path, path: Path, pixels: np.ndarray, fmt: str, icc: 
     else:
         ok, buf = cv2.imencode(".tif", bgr)
         data = buf.tobytes()
-        blobs = {tag: blob for tag, blob in ((ICC_TAG, icc), (XMP_TAG, xmp)) if blob}
-        if ok and blobs:  # OpenCV cannot embed them in TIFF; the IFD is patched instead
-            data = tiff_with_blobs(data, blobs)
-        if exif:
-            log.warning("%s: EXIF not written: OpenCV's 16-bit colour TIFF writer cannot store it", path)
+        if ok and (icc or xmp or exif):  # OpenCV cannot embed them in TIFF; the IFD is patched instead
+            data = tiff_with_metadata(data, icc=icc, xmp=xmp, exif=exif)
     if not ok:
         raise ValueError(f"OpenCV could not encode 16-bit {fmt.upper()}")
     tmp.write_bytes(data)
