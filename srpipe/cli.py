@@ -11,10 +11,9 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import click
 
@@ -241,8 +240,8 @@ def evaluate_command(ctx: click.Context, model: str, hr_dir: Path, lr_dir: Path 
     from srpipe.config import EvaluateConfig
     from srpipe.evaluate import evaluate
 
-    given = {"scale": scale, "shave": shave, "boundary": boundary, "device": device, "tile": tile,
-             "ensemble": ensemble or None, "weights": weights}
+    given: dict[str, Any] = {"scale": scale, "shave": shave, "boundary": boundary, "device": device,
+                             "tile": tile, "ensemble": ensemble or None, "weights": weights}
     cfg = dataclasses.replace(EvaluateConfig(), **{k: v for k, v in given.items() if v is not None})
     with progress_bars() as progress:
         result = evaluate(model, hr_dir, lr_dir=lr_dir, cfg=cfg, save_dir=save_dir, compare=compare_path,
@@ -271,7 +270,7 @@ def evaluate_command(ctx: click.Context, model: str, hr_dir: Path, lr_dir: Path 
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable result on stdout.")
 @click.pass_context
 def export_command(ctx: click.Context, source: Path | None, out: Path | None, fp16: bool, opset: int | None,
-                   weights: str, as_json: bool) -> None:
+                   weights: Literal["ema", "raw"], as_json: bool) -> None:
     """Export a run or checkpoint to ONNX, verified against PyTorch (docs/export.md).
 
     SOURCE: a run folder or checkpoint file (default: the best checkpoint of the latest run)."""
@@ -364,4 +363,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

@@ -270,7 +270,7 @@ def _coerce(tp: Any, value: Any, *, source: str, key: str) -> Any:
     def bad(expected: str) -> ConfigError:
         return ConfigError(f"{source}: key '{key}' must be {expected}, got {value!r}")
 
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise bad("a table")
         return from_dict(tp, value, source=source, prefix=f"{key}.")

@@ -31,6 +31,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -117,7 +118,8 @@ def training_record(path: Path, *, use_ema: bool = True) -> TrainingRecord:
     if isinstance(train.get("config"), dict):
         kept = {k: v for k, v in train["config"].items() if k not in _NOT_RECIPE}
         recipe = hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    state = train.get("state") if isinstance(train.get("state"), dict) else {}
+    found = train.get("state")
+    state: dict[str, Any] = found if isinstance(found, dict) else {}
     has_ema = isinstance(obj.get("ema"), dict)
     weights = "ema" if use_ema and has_ema else "raw"
     psnr = state.get("best_psnr")

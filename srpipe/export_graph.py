@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -65,9 +66,11 @@ def fuse_conv_after_shuffle(conv: nn.Conv2d, r: int) -> nn.Conv2d:
                     src = ((a + dy) % r) * r + (b + dx) % r
                     fused[a * r + b::r * r, src::r * r, (a + dy) // r + 1, (b + dx) // r + 1] += \
                         w[:, :, dy + 1, dx + 1]
+    if conv.bias is None:
+        raise ValueError("fuse_conv_after_shuffle needs a conv with a bias")
     f = nn.Conv2d(in_c * r * r, out_c * r * r, 3, padding=1)
-    f.weight.data = fused.float()
-    f.bias.data = conv.bias.detach().repeat_interleave(r * r)
+    f.weight = nn.Parameter(fused.float())
+    f.bias = nn.Parameter(conv.bias.detach().repeat_interleave(r * r))
     return f
 
 
@@ -82,13 +85,14 @@ class TailBeforeShuffle(nn.Module):
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
-        r = model.upsample[-1].upscale_factor
-        self.up = nn.Sequential(*list(model.upsample)[:-1])
-        self.tail = fuse_conv_after_shuffle(model.tail, r)
+        upsample, tail = cast(nn.Sequential, model.upsample), cast(nn.Conv2d, model.tail)  # checked
+        r = cast(nn.PixelShuffle, upsample[-1]).upscale_factor
+        self.up = nn.Sequential(*list(upsample)[:-1])
+        self.tail = fuse_conv_after_shuffle(tail, r)
         self.shuffle = nn.PixelShuffle(r)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        m = self.model
+        m = cast(Any, self.model)  # an srpipe EDSR (export_graph checked its layout)
         mean = m.rgb_mean.to(x.dtype)
         x = m.head(x - mean)
         x = x + m.body_tail(m.body(x))
@@ -113,7 +117,8 @@ def to_onnx_bytes(model: nn.Module, *, opset: int) -> bytes:
         warnings.simplefilter("ignore", category=DeprecationWarning)
         warnings.simplefilter("ignore", category=UserWarning)
         torch.onnx.export(
-            model, (torch.rand(1, 3, 24, 20),), buf, dynamo=False, opset_version=opset,
+            model, (torch.rand(1, 3, 24, 20),), buf,  # type: ignore[arg-type]  # a file object works
+            dynamo=False, opset_version=opset,
             input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], do_constant_folding=True,
             dynamic_axes={INPUT_NAME: {0: "batch", 2: "height", 3: "width"},
                           OUTPUT_NAME: {0: "batch", 2: "out_height", 3: "out_width"}})

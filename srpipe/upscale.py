@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol, cast
 
 import numpy as np
 
@@ -32,10 +32,13 @@ log = logging.getLogger(__name__)
 class Upscaler(Protocol):
     """Maps an ``H×W×3`` uint8 RGB image to its ``scale``× SR image (float32 [0, 1] or uint8)."""
 
-    name: str
-    scale: int
+    @property
+    def name(self) -> str: ...
 
-    def __call__(self, lr: np.ndarray) -> np.ndarray: ...
+    @property
+    def scale(self) -> int: ...
+
+    def __call__(self, lr: np.ndarray, /) -> np.ndarray: ...
 
 
 def upscale_image(upscaler: Upscaler, lr: np.ndarray) -> np.ndarray:
@@ -210,7 +213,8 @@ def _open_onnx(spec: str, *, scale: int, device: str, tile: int, ensemble: bool)
     model_scale = read_model_info(path).scale
     if scale and scale != model_scale:
         raise UsageError(f"{path}: the model is x{model_scale} but --scale {scale} was asked for")
-    upscaler = OnnxUpscaler.open(path, device=device if device in ("auto", "cuda", "cpu") else "auto",
-                                 tile=tile, ensemble=ensemble)
+    known = device if device in ("auto", "cuda", "cpu") else "auto"
+    onnx_device = cast(Literal["auto", "cuda", "cpu"], known)
+    upscaler = OnnxUpscaler.open(path, device=onnx_device, tile=tile, ensemble=ensemble)
     upscaler.notes = (f"ONNX Runtime on {upscaler.provider}",)
     return upscaler

@@ -167,7 +167,7 @@ class _BatchReader(Dataset):
         return self.dataset.read_batch(indices)
 
 
-def _as_is(batch: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+def _as_is(batch: Any) -> Any:
     # numpy arrays cross to the main process pickled through the worker's pipe. Tensors would go
     # through torch's shared memory instead, whose per-batch segment set-up and page faults cost
     # ~15 ms a batch on this VM (docs/performance.md).

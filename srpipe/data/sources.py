@@ -52,7 +52,7 @@ def is_image(path: Path) -> bool:
 
 def walk_images(folder: Path) -> list[Path]:
     """Image files under ``folder`` (recursive, symlinks followed for files only), sorted."""
-    found = []
+    found: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         found.extend(Path(dirpath) / n for n in filenames if is_image(Path(n)))

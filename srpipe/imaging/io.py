@@ -164,9 +164,10 @@ def _decode(im: PILImage.Image, path: Path, max_pixels: int) -> Image:
 
 def _rawmode(im: PILImage.Image) -> str:
     """The decoder's raw mode, e.g. ``"RGB;16B"``: where Pillow hides a bit depth it cannot keep."""
-    if not im.tile:
+    tile = getattr(im, "tile", None)  # set by every file opener (ImageFile), not by Image itself
+    if not tile:
         return ""
-    args = im.tile[0].args
+    args = tile[0].args
     return args if isinstance(args, str) else str(args[0]) if args else ""
 
 

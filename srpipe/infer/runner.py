@@ -203,14 +203,14 @@ def _run(jobs: list[Job], out: Path, cfg: ProcessConfig, upscaler: OnnxUpscaler,
                                      f"{target.suffix} cannot store the alpha channel; use --format png, "
                                      "webp or tiff"))
                 continue
-            t = time.perf_counter()
+            started = time.perf_counter()
             try:
                 pixels = upscaler(image.pixels)
             except Exception as exc:
                 log.debug("upscaling %s failed", job.source, exc_info=True)
                 finish(i, FileResult(str(job.source), str(target), "failed", _reason(exc)))
                 continue
-            encode.put((i, job, target, image, pixels, time.perf_counter() - t))
+            encode.put((i, job, target, image, pixels, time.perf_counter() - started))
     finally:
         stop.set()
         encode.put(None)  # the writer finishes what it holds (atomically) and exits

@@ -70,6 +70,7 @@ class OnnxUpscaler:
         self.tile, self.batch, self.ensemble = tile, batch, ensemble
         self.stats = UpscaleStats()
         self.name = "onnx" + ("+ensemble" if ensemble else "")  # for reports (evaluate's Upscaler protocol)
+        self.notes: tuple[str, ...] = ()  # lines for evaluate's report (srpipe.upscale sets them)
 
     @classmethod
     def open(cls, model: Path, *, device: Device = "auto", threads: int = 0, tile: int = 384,

@@ -143,7 +143,8 @@ def model_config_of(ckpt: dict[str, Any], path: Path) -> ModelConfig:
 
 def weights_of(ckpt: dict[str, Any], path: Path, *, use_ema: bool) -> dict[str, torch.Tensor]:
     """The state dict to use: EMA weights when asked for and present, else the raw weights."""
-    state = ckpt.get("ema") if use_ema and isinstance(ckpt.get("ema"), dict) else ckpt["model"]
+    ema = ckpt.get("ema")
+    state: dict[str, Any] = ema if use_ema and isinstance(ema, dict) else ckpt["model"]
     if use_ema and state is not ckpt["model"]:
         log.debug("%s: using the EMA weights", path)
     return strip_prefixes(state)

@@ -66,6 +66,7 @@ class EDSR(nn.Module):
         if n_resblocks < 1 or n_feats < 1:
             raise ValueError("n_resblocks and n_feats must be positive")
         self.scale = scale
+        self.rgb_mean: torch.Tensor  # a buffer: moves with .to(), saved in the state dict
         self.register_buffer("rgb_mean", torch.tensor(rgb_mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.head = nn.Conv2d(3, n_feats, 3, padding=1)
         self.body = nn.Sequential(*(ResBlock(n_feats, res_scale) for _ in range(n_resblocks)))

@@ -75,7 +75,7 @@ class Trainer:
             self.init_report = ts.init_from_checkpoint(self.model, Path(cfg.init_from)).summary()
             log.info("%s", self.init_report)
         fmt = torch.channels_last if self.channels_last else torch.preserve_format
-        self.model.to(device, memory_format=fmt)
+        self.model.to(device, memory_format=fmt)  # type: ignore[call-overload]  # torch accepts it; stubs lack it
         self.ema = optim.EMA(self.model, cfg.ema_decay) if cfg.ema_decay > 0 else None
         if self.ema is not None and resume is not None:
             if resume.ema is not None:

@@ -94,7 +94,7 @@ class EMA:
     def update(self, model: nn.Module, iteration: int) -> None:
         """Blend the current weights in after step ``iteration``; ``model`` must be the unwrapped module
         (same parameter order)."""
-        ema_params = list(self.module.parameters())
+        ema_params: list[torch.Tensor] = list(self.module.parameters())
         params = [p.detach() for p in model.parameters()]
         torch._foreach_lerp_(ema_params, params, 1.0 - self.decay_at(iteration))
         for dst, src in zip(self.module.buffers(), model.buffers(), strict=True):
