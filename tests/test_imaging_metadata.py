@@ -244,6 +244,17 @@ def test_xmp_is_kept_through_downscale_and_dropped_by_bmp(tmp_path, rng, caplog)
     assert read_image(tmp_path / "x.bmp").xmp is None and "BMP cannot store" in caplog.text
 
 
+def test_xmp_too_large_for_jpeg_is_dropped_with_a_warning_and_kept_elsewhere(tmp_path, rng, caplog):
+    big = XMP.replace(b"</rdf:RDF>", b"<!--" + b"x" * 70_000 + b"--></rdf:RDF>")  # a JPEG marker holds 64 KB
+    pixels = make(rng, "rgb")
+    with caplog.at_level(logging.WARNING):
+        write_image(tmp_path / "big.jpg", pixels, xmp=big)
+        write_image(tmp_path / "big.png", pixels, xmp=big)
+    assert read_image(tmp_path / "big.jpg").xmp is None and "XMP not written" in caplog.text
+    assert read_image(tmp_path / "big.png").xmp == _as_written(W, H).replace(
+        b"</rdf:RDF>", b"<!--" + b"x" * 70_000 + b"--></rdf:RDF>")
+
+
 def test_updated_xmp_rewrites_only_what_the_new_pixels_change():
     other = (b'<r xmlns:t="http://ns.adobe.com/tiff/1.0/" xmlns:e=\'http://ns.adobe.com/exif/1.0/\' '
              b't:Orientation = \'8\' xt:Orientation="8" t:ImageLength="5"><e:PixelYDimension>5'
