@@ -11,6 +11,7 @@ import json
 import math
 import os
 import signal
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,7 @@ from srpipe.model.edsr import build_model
 from srpipe.train import batches, optim
 from srpipe.train import validate as validate_mod
 from srpipe.train.run import train
-from srpipe.train.rundir import read_metrics
+from srpipe.train.rundir import MetricsLog, read_metrics
 from srpipe.train.state import init_from_checkpoint
 from srpipe.workspace import Workspace
 
@@ -352,3 +353,38 @@ def test_ema_warm_up_forgets_the_initial_weights() -> None:
         ema.update(model, t)
     # Without warm-up 0.999 ** 1000 = 37 % of the zero initial weight would remain; with it, almost none.
     assert float(ema.module.weight) > 0.99
+
+
+def test_metrics_mirror_to_tensorboard_when_it_is_installed(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    # tensorboard is optional (not a dependency): a stand-in module records what srpipe sends it.
+    calls: list[tuple[str, float, int]] = []
+
+    class SummaryWriter:
+        def __init__(self, log_dir: str) -> None:
+            self.log_dir, self.closed = log_dir, False
+            writers.append(self)
+
+        def add_scalar(self, tag: str, value: float, step: int) -> None:
+            calls.append((tag, value, step))
+
+        def close(self) -> None:
+            self.closed = True
+
+    writers: list[SummaryWriter] = []
+    fake = type(sys)("torch.utils.tensorboard")
+    fake.SummaryWriter = SummaryWriter  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", fake)
+    log = MetricsLog(tmp_path / "metrics.csv", tensorboard_dir=tmp_path / "tb")
+    log.append(iteration=10, kind="train", loss=0.5, lr=1e-4, it_per_s=2.0)
+    log.append(iteration=10, kind="valid", psnr_y=30.25, ssim_y=0.9)
+    log.close()
+    assert writers[0].log_dir == str(tmp_path / "tb") and writers[0].closed
+    assert calls == [("train/loss", 0.5, 10), ("train/lr", 1e-4, 10), ("train/it_per_s", 2.0, 10),
+                     ("valid/psnr_y", 30.25, 10), ("valid/ssim_y", 0.9, 10)]
+    assert [r["kind"] for r in read_metrics(tmp_path / "metrics.csv")] == ["train", "valid"]  # csv too
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # not installed: csv only
+    plain = MetricsLog(tmp_path / "m2.csv", tensorboard_dir=tmp_path / "tb2")
+    plain.append(iteration=1, kind="train", loss=1.0)
+    plain.close()
+    assert len(calls) == 5 and not (tmp_path / "tb2").exists() and (tmp_path / "m2.csv").is_file()
