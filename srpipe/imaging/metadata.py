@@ -75,15 +75,21 @@ def normalise_exif(raw: bytes | None) -> bytes | None:
     return raw if raw.startswith(b"Exif\x00\x00") else b"Exif\x00\x00" + raw
 
 
-def tiff_exif(parsed: PILImage.Exif) -> bytes | None:
-    """EXIF for a TIFF source: its descriptive IFD0 tags plus the Exif and GPS sub-IFDs."""
-    out = PILImage.Exif()
+def _copy_tiff_tags(parsed: PILImage.Exif, out: Any) -> None:
+    """Put ``parsed``'s descriptive IFD0 tags and its Exif and GPS sub-IFDs into ``out`` (an ``Exif``
+    or a TIFF ``ImageFileDirectory_v2``): the EXIF that belongs in a TIFF's first IFD."""
     for tag in _TIFF_EXIF_TAGS:
         if tag in parsed:
             out[tag] = parsed[tag]
-    for ifd in (_EXIF_IFD, _GPS_IFD):
-        if sub := parsed.get_ifd(ifd):
-            out[ifd] = dict(sub)
+    for group in (_EXIF_IFD, _GPS_IFD):
+        if sub := parsed.get_ifd(group):
+            out[group] = dict(sub)
+
+
+def tiff_exif(parsed: PILImage.Exif) -> bytes | None:
+    """EXIF for a TIFF source: its descriptive IFD0 tags plus the Exif and GPS sub-IFDs."""
+    out = PILImage.Exif()
+    _copy_tiff_tags(parsed, out)
     return out.tobytes() if len(out) else None
 
 
@@ -117,7 +123,7 @@ _TIFF_NS, _EXIF_NS = "http://ns.adobe.com/tiff/1.0/", "http://ns.adobe.com/exif/
 def tiff_with_metadata(data: bytes, *, icc: bytes | None = None, xmp: bytes | None = None,
                        exif: bytes | None = None) -> bytes:
     """A classic TIFF file (``data``) with ``icc`` (tag 34675), ``xmp`` (tag 700) and ``exif`` (its
-    descriptive IFD0 tags, as in :func:`tiff_exif`, and its Exif and GPS sub-IFDs) added to its first
+    descriptive IFD0 tags and its Exif and GPS sub-IFDs, as :func:`tiff_exif` reads them) added to its first
     image; a tag already there is replaced.
 
     For writers that cannot embed them (OpenCV's 16-bit colour TIFF): the metadata and a copy of the
@@ -148,13 +154,8 @@ def tiff_with_metadata(data: bytes, *, icc: bytes | None = None, xmp: bytes | No
                             + len(blob).to_bytes(4, order) + offset.to_bytes(4, order))
             tail += blob + b"\0" * (len(blob) % 2)
     if exif:
-        parsed, extra = exif_of(exif), TiffImagePlugin.ImageFileDirectory_v2(ifh=data[:8])
-        for tag in _TIFF_EXIF_TAGS:
-            if tag in parsed:
-                extra[tag] = parsed[tag]
-        for group in (_EXIF_IFD, _GPS_IFD):
-            if sub := parsed.get_ifd(group):
-                extra[group] = dict(sub)
+        extra = TiffImagePlugin.ImageFileDirectory_v2(ifh=data[:8])
+        _copy_tiff_tags(exif_of(exif), extra)
         if len(extra):  # an IFD whose entries (and sub-IFDs) point at absolute offsets from here on
             block = extra.tobytes(len(data) + len(tail))
             entries.update((int.from_bytes(block[i : i + 2], order), block[i : i + 12])
