@@ -225,6 +225,20 @@ def test_results_never_share_the_reused_buffers(rng: np.random.Generator) -> Non
     assert all(np.array_equal(out, imresize(img, 1 / 3)) for out, img in zip(together, images, strict=True))
 
 
+@pytest.mark.parametrize("scale", [1 / 2, 1 / 3, 1 / 4, 1 / 6])
+def test_integer_images_stay_exact_after_float_images_and_other_dtypes(rng: np.random.Generator,
+                                                                      scale: float) -> None:
+    # Integer rows are copied into a reused buffer by OpenCV as `buf + (rows - buf)`, exact only
+    # while that buffer holds integers: floats (and x6's float64 weights) must never land there.
+    img8, img16 = smooth_image(rng, 47, 37, 3), smooth_image(rng, 47, 37, 3, dtype=np.uint16)
+    noise = rng.random((47, 37, 3)) * 1e6 - 3.3e5
+    for other in (noise.astype(np.float32), noise, img16, smooth_image(rng, 72, 48, 1)[:, :, 0]):
+        imresize(other, scale)
+        imresize(other, 1 / 6)  # float64 weights through a float64 view of the same scratch bytes
+        assert np.array_equal(imresize(img8, scale), reference_imresize(img8, scale))
+        assert np.array_equal(imresize(img16, scale), reference_imresize(img16, scale))
+
+
 def test_views_give_the_same_result_as_copies(rng: np.random.Generator) -> None:
     big = smooth_image(rng, 50, 41, 4)
     for view in (modcrop(big, 4), big[::-1], big[:, :, 2::-1], big[1::2, 3:, :3], big[:, :, 1]):

@@ -206,10 +206,24 @@ def _scratch(role: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     frees big arrays, fresh pages cost as much as a pass (x2 in the benchmark: 7.8 ms, reused 3.9)."""
     nbytes = math.prod(shape) * np.dtype(dtype).itemsize
     if nbytes > 16 << 20:
-        return np.empty(shape, dtype=dtype)
-    if getattr(_SCRATCH, role, np.empty(0)).nbytes < nbytes:
-        setattr(_SCRATCH, role, np.empty(-(-nbytes // 8), dtype=np.float64))
+        return np.zeros(shape, dtype=dtype)  # calloc: as cheap, and _load needs zeros
+    if getattr(_SCRATCH, role, np.empty(0)).nbytes < nbytes:  # zeros: _load needs them
+        setattr(_SCRATCH, role, np.zeros(-(-nbytes // 8), dtype=np.float64))
     return getattr(_SCRATCH, role).view(np.uint8)[:nbytes].view(dtype).reshape(shape)
+
+
+def _load(buffer: np.ndarray, rows: np.ndarray) -> None:
+    """``buffer[:] = rows`` converted to the buffer's float dtype. Integer rows go through
+    ``cv2.accumulateWeighted`` with alpha 1: 20 % faster than numpy's cast (uint8 to float32,
+    measured). OpenCV computes ``buffer + (rows - buffer) * 1``, which is ``rows`` exactly only
+    while ``buffer`` holds integers below 2**24 (a float there once gave wrong pixels): so integer
+    rows only ever go to their own scratch, which starts zeroed and receives nothing else."""
+    if rows.dtype in _CV_DEPTH and buffer.dtype in (np.float32, np.float64) and buffer.flags.c_contiguous:
+        import cv2
+
+        cv2.accumulateWeighted(rows, buffer, 1.0)
+    else:
+        np.copyto(buffer, rows)
 
 
 def _store(out: np.ndarray, rows: slice, sums: np.ndarray, offset: float | None) -> None:
@@ -222,9 +236,15 @@ def _store(out: np.ndarray, rows: slice, sums: np.ndarray, offset: float | None)
         import cv2
 
         view = out[rows]
-        stored = cv2.add(sums, offset, dst=view, dtype=_CV_DEPTH[out.dtype])  # type: ignore[call-overload]
+        if out.dtype == np.uint8 and sums.dtype == np.float32:
+            # 30 % faster than cv2.add: zero the negatives (those round to 0 anyway), then
+            # convertScaleAbs rounds |sums + offset| to nearest and saturates at 255.
+            cv2.threshold(sums, 0.0, 0.0, cv2.THRESH_TOZERO, dst=sums)
+            stored = cv2.convertScaleAbs(sums, dst=view, alpha=1.0, beta=offset)
+        else:
+            stored = cv2.add(sums, offset, dst=view, dtype=_CV_DEPTH[out.dtype])  # type: ignore[call-overload]
         if stored is not view:  # never seen
-            raise RuntimeError("cv2.add did not write into the output rows")
+            raise RuntimeError("cv2 did not write into the output rows")
         return
     if (top := _TOP.get(out.dtype)) is not None:
         np.clip(sums, 0.0, top, out=sums)
@@ -239,8 +259,12 @@ def _window_pass(src: np.ndarray, plan: AxisPlan, weights: np.ndarray, out: np.n
     ``pad_index`` only at the boundary) whose strided views are the windows: one BLAS call."""
     cols, span, period, stride = src.shape[1], weights.shape[1], plan.period, plan.stride
     per_block = max(1, _BLOCK_BYTES // (max(stride, 1) * cols * weights.itemsize))
+    most = len(range(0, out.shape[0], period))  # rows of phase 0, the largest phase
+    per_block = -(-most // -(-most // per_block))  # equal blocks: not 6 x 42 rows and one of 3
     rows_in = (per_block - 1) * stride + span
-    buffer = _scratch("buffer", (rows_in, cols), weights.dtype)
+    # Per source kind and dtype: _load needs integers in the buffer of integer sources.
+    kind = "int" if src.dtype in _CV_DEPTH else "float"
+    buffer = _scratch(f"{kind}-{weights.dtype.name}-buffer", (rows_in, cols), weights.dtype)
     sums = _scratch("sums", (per_block, 1, cols), weights.dtype)
     row_bytes, item = buffer.strides
     windows = as_strided(buffer, shape=(per_block, span, cols), writeable=False,
@@ -253,10 +277,10 @@ def _window_pass(src: np.ndarray, plan: AxisPlan, weights: np.ndarray, out: np.n
             index = plan.pad_index[plan.start[rows.start] : plan.start[rows.start] + (n - 1) * stride + span]
             inside = index[-1] - index[0] == len(index) - 1  # steps are 0 or ±1: then no folding
             if inside:
-                np.copyto(buffer[: len(index)], src[index[0] : index[-1] + 1])
+                _load(buffer[: len(index)], src[index[0] : index[-1] + 1])
             else:  # into a kept array: a fresh 0.5 MB one per call cost page faults (x3, 0.1 ms)
                 gathered = _scratch("gather", (len(index), cols), src.dtype)
-                np.copyto(buffer[: len(index)], np.take(src, index, axis=0, out=gathered, mode="clip"))
+                _load(buffer[: len(index)], np.take(src, index, axis=0, out=gathered, mode="clip"))
             _store(out, rows, np.matmul(weights[rows, None, :], windows[:n], out=sums[:n])[:, 0], offset)
 
 
