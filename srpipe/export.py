@@ -39,7 +39,7 @@ from torch import nn
 
 from srpipe import __version__
 from srpipe.config import ExportConfig, ModelConfig
-from srpipe.errors import CheckpointError, ExportError, InputError
+from srpipe.errors import ExportError, InputError
 from srpipe.export_graph import Half, TailBeforeShuffle, export_graph, flops_per_lr_pixel, to_onnx_bytes
 from srpipe.infer.receptive import ReceptiveField, measure, test_card
 from srpipe.infer.session import INPUT_NAME, OUTPUT_NAME, MetaKey
@@ -106,11 +106,10 @@ class TrainingRecord:
     valid_psnr: float | None = None
 
 
-def training_record(path: Path, *, use_ema: bool = True) -> TrainingRecord:
-    """The :class:`TrainingRecord` of checkpoint ``path`` exported with EMA (``use_ema``) or raw weights."""
-    from srpipe.model.checkpoint import is_srpipe_checkpoint, read_file
+def training_record(obj: Any, *, use_ema: bool = True) -> TrainingRecord:
+    """The :class:`TrainingRecord` of a loaded checkpoint exported with EMA (``use_ema``) or raw weights."""
+    from srpipe.model.checkpoint import is_srpipe_checkpoint
 
-    obj = read_file(path)
     train = obj.get("train") if is_srpipe_checkpoint(obj) else None
     if not isinstance(train, dict):
         return TrainingRecord()
@@ -271,14 +270,13 @@ def default_output(workspace: Workspace, checkpoint: Path, scale: int, fp16: boo
 def export_checkpoint(source: Path | None, *, workspace: Workspace, out: Path | None, cfg: ExportConfig,
                       progress: ProgressFn | None = None) -> ExportResult:
     """``srpipe export [RUN|CHECKPOINT]``: ``source`` None = the best checkpoint of the latest run."""
-    from srpipe.model.checkpoint import load_model, resolve_checkpoint
+    from srpipe.model.checkpoint import read_file, resolve_checkpoint
+    from srpipe.model.convert import model_from
 
     file = resolve_checkpoint(source if source is not None else latest_run(workspace))
-    model, model_config = load_model(file, use_ema=cfg.weights == "ema")
-    try:
-        record = training_record(file, use_ema=cfg.weights == "ema")
-    except CheckpointError:  # a foreign (EDSR-PyTorch/BasicSR) file: no training record to quote
-        record = TrainingRecord()
+    obj = read_file(file)  # once: a large checkpoint takes seconds to read
+    model, model_config = model_from(obj, file, use_ema=cfg.weights == "ema")  # in eval mode
+    record = training_record(obj, use_ema=cfg.weights == "ema")  # empty for EDSR-PyTorch/BasicSR files
     target = out if out is not None else default_output(workspace, file, model_config.scale, cfg.fp16)
     log.info("exporting %s -> %s", file, target)
     return export_model(model, model_config, target, cfg, source=str(file), record=record, progress=progress)

@@ -20,6 +20,7 @@ from srpipe.errors import CheckpointError, ExportError, InputError
 from srpipe.export import export_checkpoint, export_model, latest_run
 from srpipe.export_graph import export_graph, fuse_conv_after_shuffle
 from srpipe.infer.session import INPUT_NAME, OUTPUT_NAME, MetaKey
+from srpipe.model import checkpoint
 from srpipe.model.checkpoint import save_checkpoint
 from srpipe.model.edsr import build_model, count_parameters
 from srpipe.train.state import TrainState, capture_rng, checkpoint_extra
@@ -127,11 +128,16 @@ def test_default_source_is_the_best_checkpoint_of_the_latest_run(tmp_path: Path)
         export_checkpoint(None, workspace=ws, out=None, cfg=ExportConfig())
 
 
-def test_psnr_is_omitted_when_the_weights_are_not_the_validated_best(tmp_path: Path) -> None:
+def test_psnr_is_omitted_when_the_weights_are_not_the_validated_best(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     ckpt = _checkpoint(tmp_path / "run", iteration=150, best_iteration=100, seed=3)
+    reads: list[Path] = []
+    real_read = checkpoint.read_file
+    monkeypatch.setattr(checkpoint, "read_file", lambda path: reads.append(path) or real_read(path))
     result = export_checkpoint(ckpt, workspace=Workspace(tmp_path), out=tmp_path / "x.onnx",
                                cfg=ExportConfig())
     assert result.metadata[MetaKey.PSNR] == "" and result.metadata[MetaKey.RECIPE]
+    assert reads == [ckpt]  # weights and training record come from one read of the file
 
 
 def test_ema_or_raw_weights_are_exported_and_said_so(tmp_path: Path) -> None:

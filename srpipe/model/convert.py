@@ -226,7 +226,13 @@ def load_weights(path: str | Path, *, use_ema: bool = True, res_scale: float | N
     ``CheckpointError`` naming the file.
     """
     file = checkpoint.resolve_checkpoint(Path(path))
-    obj = checkpoint.read_file(file)
+    return model_from(checkpoint.read_file(file), file, use_ema=use_ema, res_scale=res_scale,
+                      rgb_mean=rgb_mean)
+
+
+def model_from(obj: Any, file: Path, *, use_ema: bool = True, res_scale: float | None = None,
+               rgb_mean: tuple[float, float, float] | None = None) -> tuple[EDSR, ModelConfig]:
+    """:func:`load_weights` of an object already read from ``file`` (named in errors)."""
     if checkpoint.is_srpipe_checkpoint(obj):
         ckpt = checkpoint.validate(obj, file)
         cfg = checkpoint.model_config_of(ckpt, file)
