@@ -172,6 +172,59 @@ def test_updated_exif_resets_orientation_and_sets_dimensions():
         updated_exif(b"definitely not exif", W, H)
 
 
+def _camera_exif(e: str) -> tuple[bytes, dict[str, int]]:
+    """EXIF laid out like a camera's (endianness ``e``): IFD0 (Make, Orientation 6, Exif pointer), an
+    Exif IFD (PixelXDimension SHORT, PixelYDimension LONG, a maker note holding an absolute offset
+    to the Make string, as Canon's do), and IFD1 with a thumbnail. Returns the bytes and where the
+    values that must change lie (offsets into the bytes)."""
+    make_at, ifd0, exif_ifd = 8, 24, 70
+    note_at, ifd1, thumb_at = 120, 140, 170
+    tiff = bytearray(200)
+    tiff[:8] = (b"II*\0" if e == "<" else b"MM\0*") + struct.pack(e + "I", ifd0)
+    tiff[make_at : make_at + 8] = b"Camera\0\0"
+    struct.pack_into(e + "H", tiff, ifd0, 3)
+    struct.pack_into(e + "HHII", tiff, ifd0 + 2, 0x010F, 2, 7, make_at)
+    struct.pack_into(e + "HHIHH", tiff, ifd0 + 14, 0x0112, 3, 1, 6, 0)
+    struct.pack_into(e + "HHII", tiff, ifd0 + 26, 0x8769, 4, 1, exif_ifd)
+    struct.pack_into(e + "I", tiff, ifd0 + 38, ifd1)
+    struct.pack_into(e + "H", tiff, exif_ifd, 3)
+    struct.pack_into(e + "HHIHH", tiff, exif_ifd + 2, 0xA002, 3, 1, W, 0)
+    struct.pack_into(e + "HHII", tiff, exif_ifd + 14, 0xA003, 4, 1, H)
+    struct.pack_into(e + "HHII", tiff, exif_ifd + 26, 0x927C, 7, 16, note_at)
+    tiff[note_at : note_at + 16] = b"NOTE" + struct.pack(e + "I", make_at) + b"lensinfo"
+    struct.pack_into(e + "H", tiff, ifd1, 2)
+    struct.pack_into(e + "HHII", tiff, ifd1 + 2, 0x0201, 4, 1, thumb_at)
+    struct.pack_into(e + "HHII", tiff, ifd1 + 14, 0x0202, 4, 1, 30)
+    tiff[thumb_at:] = b"\xff\xd8" + bytes(26) + b"\xff\xd9"
+    places = {"orientation": 6 + ifd0 + 14 + 8, "x_type": 6 + exif_ifd + 2 + 2, "x": 6 + exif_ifd + 2 + 8,
+              "y": 6 + exif_ifd + 14 + 8, "ifd1_link": 6 + ifd0 + 38, "note": 6 + note_at}
+    return b"Exif\0\0" + bytes(tiff), places
+
+
+@pytest.mark.parametrize("e", ["<", ">"])
+def test_updated_exif_patches_values_in_place_keeping_maker_notes(e: str) -> None:
+    data, at = _camera_exif(e)
+    for width, height in ((4 * W, 4 * H), (70_000, 3 * H)):  # 70,000 px no longer fits its SHORT
+        new = updated_exif(data, width, height)
+        assert len(new) == len(data)
+        differ = {i for i in range(len(data)) if new[i] != data[i]}
+        allowed = set(range(at["orientation"], at["orientation"] + 2)) | set(range(at["x"], at["x"] + 4)) \
+            | set(range(at["y"], at["y"] + 4)) | set(range(at["ifd1_link"], at["ifd1_link"] + 4)) \
+            | set(range(at["x_type"], at["x_type"] + 2))
+        assert differ and differ <= allowed  # maker note, strings and thumbnail bytes untouched
+        assert new[at["note"] : at["note"] + 16] == data[at["note"] : at["note"] + 16]
+        exif = PILImage.Exif()
+        exif.load(new)
+        assert exif[0x0112] == 1 and exif[0x010F] == "Camera"
+        assert exif.get_ifd(0x8769)[0xA002] == width and exif.get_ifd(0x8769)[0xA003] == height
+        assert struct.unpack_from(e + "I", new, at["ifd1_link"])[0] == 0  # old-pixel thumbnail unlinked
+        assert struct.unpack_from(e + "H", new, at["x_type"])[0] == (3 if width <= 0xFFFF else 4)
+    broken = bytearray(data)
+    struct.pack_into(e + "I", broken, 6 + 4, 10_000)  # IFD0 beyond the data: left to Pillow, which
+    with pytest.warns(UserWarning, match="Corrupt EXIF"):  # finds no tags, so nothing is changed
+        assert updated_exif(bytes(broken), W, H) == bytes(broken)
+
+
 def test_invalid_or_mismatched_icc_is_dropped_not_fatal(tmp_path, rng, caplog):
     with caplog.at_level(logging.WARNING):
         write_image(tmp_path / "bad.png", make(rng, "rgb"), icc=b"garbage" * 40)

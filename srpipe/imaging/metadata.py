@@ -43,13 +43,21 @@ def updated_exif(exif: bytes, width: int, height: int) -> bytes:
     """``exif`` made true of new, display-oriented pixels of ``width``×``height``.
 
     Orientation becomes 1 and PixelXDimension/PixelYDimension (ImageWidth/ImageLength in IFD0) take the
-    new size, where those tags are present; bytes come back unchanged (``b"Exif\\0\\0"`` prefixed)
-    when nothing needs changing. Rewritten EXIF loses its embedded thumbnail (IFD1), which showed the
-    old pixels anyway. Raises ``ValueError`` for data that is not EXIF.
+    new size, where those tags are present; bytes come back unchanged (``b"Exif\0\0"`` prefixed)
+    when nothing needs changing. The values are patched in place, so every other byte, maker notes
+    included (many hold offsets into the whole block, which re-serialising would break), stays where
+    it was; the thumbnail (IFD1), which shows the old pixels, is unlinked. EXIF whose structure
+    cannot be walked safely is re-serialised by Pillow instead, which drops the thumbnail too.
+    Raises ``ValueError`` for data that is not EXIF.
     """
     data = normalise_exif(exif)
     if not data or data[6:10] not in (b"II*\x00", b"MM\x00*"):
         raise ValueError("not EXIF data (no TIFF header)")
+    changes = {0: {_ORIENTATION: 1, 0x0100: width, 0x0101: height},
+               _EXIF_IFD: {0xA002: width, 0xA003: height}}
+    patched = _patched_in_place(data, changes)
+    if patched is not None:
+        return patched
     parsed = exif_of(data)
     changed = False
 
@@ -59,13 +67,61 @@ def updated_exif(exif: bytes, width: int, height: int) -> bytes:
             table[tag] = value
             changed = True
 
-    put(parsed, _ORIENTATION, 1)
-    put(parsed, 0x0100, width)
-    put(parsed, 0x0101, height)
+    for tag, value in changes[0].items():
+        put(parsed, tag, value)
     sub = parsed.get_ifd(_EXIF_IFD)
-    put(sub, 0xA002, width)
-    put(sub, 0xA003, height)
+    for tag, value in changes[_EXIF_IFD].items():
+        put(sub, tag, value)
     return parsed.tobytes() if changed else data
+
+
+def _patched_in_place(data: bytes, changes: dict[int, dict[int, int]]) -> bytes | None:
+    """``data`` (``Exif\0\0`` + TIFF) with the SHORT/LONG single values of ``changes`` (per IFD: 0
+    for IFD0, else the tag that points to the sub-IFD) overwritten where present, and IFD1 unlinked
+    when anything changed; None when an IFD or value lies outside the data or is not a plain number."""
+    tiff = bytearray(data[6:])
+    e = "<" if tiff[:2] == b"II" else ">"
+
+    def entries(at: int) -> list[tuple[int, int, int, int]] | None:  # (tag, type, count, entry offset)
+        if at < 8 or at + 2 > len(tiff):
+            return None
+        n = struct.unpack_from(e + "H", tiff, at)[0]
+        if at + 2 + 12 * n + 4 > len(tiff):
+            return None
+        return [(*struct.unpack_from(e + "HHI", tiff, at + 2 + 12 * i), at + 2 + 12 * i) for i in range(n)]
+
+    ifd0 = struct.unpack_from(e + "I", tiff, 4)[0]
+    tables = {0: entries(ifd0)}
+    if tables[0] is None:
+        return None
+    pointers = {tag: at for tag, _typ, _count, at in tables[0]}
+    for group in changes:
+        if group and group in pointers:
+            tables[group] = entries(struct.unpack_from(e + "I", tiff, pointers[group] + 8)[0])
+            if tables[group] is None:
+                return None
+    changed = False
+    for group, table in tables.items():
+        for tag, typ, count, at in table or []:
+            if tag not in changes[group]:
+                continue
+            if typ not in (3, 4) or count != 1:  # not a single SHORT/LONG: leave it to Pillow
+                return None
+            value = changes[group][tag]
+            if struct.unpack_from(e + ("H" if typ == 3 else "I"), tiff, at + 8)[0] == value:
+                continue
+            if typ == 3 and value > 0xFFFF:  # the inline field holds 4 bytes: widen to LONG
+                struct.pack_into(e + "H", tiff, at + 2, 4)
+                typ = 4
+            if typ == 3:
+                struct.pack_into(e + "HH", tiff, at + 8, value, 0)  # left-justified, as TIFF stores it
+            else:
+                struct.pack_into(e + "I", tiff, at + 8, value)
+            changed = True
+    if not changed:
+        return data
+    struct.pack_into(e + "I", tiff, ifd0 + 2 + 12 * len(tables[0]), 0)  # IFD1 (thumbnail): unlinked
+    return data[:6] + bytes(tiff)
 
 
 def normalise_exif(raw: bytes | None) -> bytes | None:
