@@ -172,14 +172,14 @@ def test_updated_exif_resets_orientation_and_sets_dimensions():
         updated_exif(b"definitely not exif", W, H)
 
 
-def _camera_exif(e: str) -> tuple[bytes, dict[str, int]]:
+def _camera_exif(e: str, thumbnail: int = 30) -> tuple[bytes, dict[str, int]]:
     """EXIF laid out like a camera's (endianness ``e``): IFD0 (Make, Orientation 6, Exif pointer), an
     Exif IFD (PixelXDimension SHORT, PixelYDimension LONG, a maker note holding an absolute offset
     to the Make string, as Canon's do), and IFD1 with a thumbnail. Returns the bytes and where the
     values that must change lie (offsets into the bytes)."""
     make_at, ifd0, exif_ifd = 8, 24, 70
     note_at, ifd1, thumb_at = 120, 140, 170
-    tiff = bytearray(200)
+    tiff = bytearray(thumb_at + thumbnail)
     tiff[:8] = (b"II*\0" if e == "<" else b"MM\0*") + struct.pack(e + "I", ifd0)
     tiff[make_at : make_at + 8] = b"Camera\0\0"
     struct.pack_into(e + "H", tiff, ifd0, 3)
@@ -194,8 +194,8 @@ def _camera_exif(e: str) -> tuple[bytes, dict[str, int]]:
     tiff[note_at : note_at + 16] = b"NOTE" + struct.pack(e + "I", make_at) + b"lensinfo"
     struct.pack_into(e + "H", tiff, ifd1, 2)
     struct.pack_into(e + "HHII", tiff, ifd1 + 2, 0x0201, 4, 1, thumb_at)
-    struct.pack_into(e + "HHII", tiff, ifd1 + 14, 0x0202, 4, 1, 30)
-    tiff[thumb_at:] = b"\xff\xd8" + bytes(26) + b"\xff\xd9"
+    struct.pack_into(e + "HHII", tiff, ifd1 + 14, 0x0202, 4, 1, thumbnail)
+    tiff[thumb_at:] = b"\xff\xd8" + bytes(thumbnail - 4) + b"\xff\xd9"
     places = {"orientation": 6 + ifd0 + 14 + 8, "x_type": 6 + exif_ifd + 2 + 2, "x": 6 + exif_ifd + 2 + 8,
               "y": 6 + exif_ifd + 14 + 8, "ifd1_link": 6 + ifd0 + 38, "note": 6 + note_at}
     return b"Exif\0\0" + bytes(tiff), places
@@ -223,6 +223,19 @@ def test_updated_exif_patches_values_in_place_keeping_maker_notes(e: str) -> Non
     struct.pack_into(e + "I", broken, 6 + 4, 10_000)  # IFD0 beyond the data: left to Pillow, which
     with pytest.warns(UserWarning, match="Corrupt EXIF"):  # finds no tags, so nothing is changed
         assert updated_exif(bytes(broken), W, H) == bytes(broken)
+
+
+def test_jpeg_gets_exif_without_the_unlinked_thumbnail_when_it_would_not_fit(tmp_path, rng, caplog):
+    data, _ = _camera_exif("<", thumbnail=70_000)  # unlinked in place, its bytes would still count
+    with caplog.at_level(logging.WARNING):
+        write_image(tmp_path / "big.jpg", make(rng, "rgb"), exif=data)
+        write_image(tmp_path / "big.png", make(rng, "rgb"), exif=data)  # PNG holds it all
+    jpeg, png = read_image(tmp_path / "big.jpg").exif, read_image(tmp_path / "big.png").exif
+    assert jpeg is not None and len(jpeg) < 1000 and png is not None and len(png) > 70_000
+    exif = PILImage.Exif()
+    exif.load(jpeg)
+    assert exif[0x010F] == "Camera" and exif[0x0112] == 1 and exif.get_ifd(0x8769)[0xA002] == W
+    assert "EXIF not written" not in caplog.text
 
 
 def test_invalid_or_mismatched_icc_is_dropped_not_fatal(tmp_path, rng, caplog):

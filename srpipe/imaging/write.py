@@ -73,8 +73,13 @@ def write_image(path: str | Path, pixels: np.ndarray, *, icc: bytes | None = Non
             log.warning("%s: EXIF not written: cannot parse it (%s)", path, exc)
             exif = None
     if exif is not None and fmt == "jpeg" and len(exif) > _JPEG_MAX_EXIF:
-        log.warning("%s: EXIF not written: %d bytes do not fit one JPEG APP1 marker", path, len(exif))
-        exif = None
+        # The in-place update keeps the unlinked thumbnail's bytes; re-serialising drops them.
+        compact = exif_of(exif).tobytes()
+        if len(compact) <= _JPEG_MAX_EXIF:
+            exif = compact
+        else:
+            log.warning("%s: EXIF not written: %d bytes do not fit one JPEG APP1 marker", path, len(exif))
+            exif = None
     if xmp is not None:
         xmp = updated_xmp(xmp, pixels.shape[1], pixels.shape[0])
         if fmt == "jpeg" and len(xmp) > _JPEG_MAX_XMP:
