@@ -33,6 +33,28 @@ H, W = 17, 23  # odd sizes, H != W so that transposition shows
 SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
 
 
+def iim(record: int, dataset: int, value: bytes) -> bytes:
+    return bytes([0x1C, record, dataset]) + struct.pack(">H", len(value)) + value
+
+
+# An IPTC-IIM record as Photoshop writes it: UTF-8 declared (1:90), object name, keywords, copyright.
+IPTC = (iim(1, 90, b"\x1b%G") + iim(2, 0, b"\x00\x04") + iim(2, 5, b"Sunset") + iim(2, 25, b"sea")
+        + iim(2, 25, b"sky") + iim(2, 116, "© 2026 Ann Example".encode()))
+
+
+def app13(record: bytes) -> bytes:
+    """A Photoshop APP13 marker as cameras and Photoshop write it: a resolution resource before the
+    IPTC one (0x0404, here with a non-empty padded name) and a caption digest after it."""
+    def resource(rid: int, name: bytes, data: bytes) -> bytes:
+        pascal = bytes([len(name)]) + name
+        pascal += b"\0" * (len(pascal) % 2)
+        padded = data + b"\0" * (len(data) % 2)
+        return b"8BIM" + struct.pack(">H", rid) + pascal + struct.pack(">I", len(data)) + padded
+    body = (b"Photoshop 3.0\0" + resource(0x03ED, b"", bytes(16)) + resource(0x0404, b"IPTC", record)
+            + resource(0x0425, b"", bytes(16)))
+    return b"\xff\xed" + struct.pack(">H", len(body) + 2) + body
+
+
 def pillow_bytes(img: PILImage.Image, fmt: str, **params: object) -> bytes:
     buf = io.BytesIO()
     img.save(buf, fmt, **params)

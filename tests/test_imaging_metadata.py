@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 from PIL import Image as PILImage
-from test_imaging_io import SRGB, H, W, exif_bytes, make, pillow_bytes
+from test_imaging_io import IPTC, SRGB, H, W, app13, exif_bytes, iim, make, pillow_bytes
 
 from srpipe.imaging import write as imwrite
 from srpipe.imaging.downscale import downscale_tree
@@ -238,6 +238,49 @@ def test_jpeg_gets_exif_without_the_unlinked_thumbnail_when_it_would_not_fit(tmp
     assert "EXIF not written" not in caplog.text
 
 
+def test_iptc_is_read_from_jpeg_and_tiff_and_kept_where_the_format_has_a_place(tmp_path, rng, caplog):
+    from PIL import IptcImagePlugin
+
+    src = tmp_path / "src.jpg"
+    PILImage.fromarray(make(rng, "rgb")).save(src, quality=95, extra=app13(IPTC))
+    assert read_image(src).iptc == IPTC  # the 0x0404 resource only, not its neighbours
+    deep = make(rng, "rgb", np.uint16)
+    with caplog.at_level(logging.INFO):
+        targets = {"o.jpg": make(rng, "rgb"), "o.tif": make(rng, "rgb"), "o16.tif": deep,
+                   "g.tif": make(rng, "gray"), "o.png": make(rng, "rgb"), "o.webp": make(rng, "rgb")}
+        for name, px in targets.items():
+            write_image(tmp_path / name, px, iptc=read_image(src).iptc, exif=exif_bytes(1))
+    for name in ("o.jpg", "o.tif", "g.tif", "o16.tif"):
+        got = read_image(tmp_path / name)
+        assert got.iptc == IPTC and got.exif is not None, name
+    assert np.array_equal(read_image(tmp_path / "o16.tif").pixels, deep)  # pixels untouched by the patch
+    with PILImage.open(tmp_path / "o.jpg") as im:  # an independent reader finds the fields
+        info = IptcImagePlugin.getiptcinfo(im)
+    assert info is not None and info[(2, 5)] == b"Sunset" and info[(2, 25)] == [b"sea", b"sky"]
+    with PILImage.open(tmp_path / "o.tif") as im:
+        info = IptcImagePlugin.getiptcinfo(im)
+    assert info is not None and info[(2, 116)] == "© 2026 Ann Example".encode()
+    assert read_image(tmp_path / "o.png").iptc is None and read_image(tmp_path / "o.webp").iptc is None
+    assert "no standard place for IPTC" in caplog.text
+
+
+def test_iptc_of_keeps_whole_datasets_only(tmp_path, rng):
+    from srpipe.imaging.metadata import iptc_of
+
+    def jpeg_with(record: bytes) -> bytes | None:
+        path = tmp_path / "x.jpg"
+        PILImage.fromarray(make(rng, "rgb")).save(path, extra=app13(record))
+        with PILImage.open(path) as im:
+            return iptc_of(im)
+
+    assert jpeg_with(IPTC + bytes(3)) == IPTC  # Photoshop pads the record with zeros
+    assert jpeg_with(IPTC + iim(2, 120, b"a caption")[:9]) == IPTC  # a dataset cut short is dropped
+    long_value = bytes(range(256)) * 160  # 40,960 bytes: an extended (4-byte length) dataset
+    extended = bytes([0x1C, 2, 202]) + struct.pack(">HI", 0x8004, len(long_value)) + long_value
+    assert jpeg_with(IPTC + extended) == IPTC + extended
+    assert jpeg_with(b"not iptc at all") is None
+
+
 def test_invalid_or_mismatched_icc_is_dropped_not_fatal(tmp_path, rng, caplog):
     with caplog.at_level(logging.WARNING):
         write_image(tmp_path / "bad.png", make(rng, "rgb"), icc=b"garbage" * 40)
@@ -252,10 +295,10 @@ def test_invalid_or_mismatched_icc_is_dropped_not_fatal(tmp_path, rng, caplog):
 def test_encoder_refusing_metadata_retries_without_it(tmp_path, rng, monkeypatch, caplog):
     real = imwrite._encode
 
-    def picky(tmp, path, pixels, fmt, icc, exif, xmp, quality):
-        if icc is not None:
+    def picky(tmp, path, pixels, fmt, meta, quality):
+        if meta.icc is not None:
             raise ValueError("libpng: Incorrect data in iCCP")
-        real(tmp, path, pixels, fmt, icc, exif, xmp, quality)
+        real(tmp, path, pixels, fmt, meta, quality)
 
     monkeypatch.setattr(imwrite, "_encode", picky)
     with caplog.at_level(logging.WARNING):

@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from conftest import smooth_image
 from PIL import Image as PILImage
 from PIL import ImageCms
+from test_imaging_io import IPTC, app13
 from tiny_onnx import tiny_model
 
 from srpipe.cli import cli
@@ -58,8 +59,8 @@ def make_tree(root: Path, rng: np.random.Generator) -> dict[str, np.ndarray]:
     xmp = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
            b'<rdf:Description xmlns:tiff="http://ns.adobe.com/tiff/1.0/" xmlns:xmp="http://ns.adobe.com/xap/1.0/"'
            b' tiff:Orientation="6" xmp:Rating="5"/></rdf:RDF></x:xmpmeta>')
-    PILImage.fromarray(smooth_image(rng, 12, 20)).save(root / "photo.jpg", exif=exif.tobytes(),
-                                                       icc_profile=icc, xmp=xmp, quality=95)
+    PILImage.fromarray(smooth_image(rng, 12, 20)).save(
+        root / "photo.jpg", exif=exif.tobytes(), icc_profile=icc, xmp=xmp, quality=95, extra=app13(IPTC))
     data = (root / "rgb.png").read_bytes()
     (root / "sub" / "corrupt.png").write_bytes(data[: len(data) // 2])  # truncated
     save(root / ".hidden.png", images["rgb.png"])
@@ -90,6 +91,7 @@ def test_every_kind_of_image_mirrored_with_metadata_and_isolated_failure(tmp_pat
     assert source.pixels.shape == (20, 12, 3) and photo.pixels.shape == (40, 24, 3)  # orientation applied
     assert photo.orientation == 1 and photo.exif is not None and photo.icc == source.icc  # reset, kept
     assert source.xmp is not None and photo.xmp == source.xmp.replace(b'Orientation="6"', b'Orientation="1"')
+    assert source.iptc == IPTC and photo.iptc == IPTC  # captions, keywords, copyright carried over
 
 
 def test_rerun_skips_finished_outputs_and_overwrite_redoes_them(tmp_path: Path, model: Path,

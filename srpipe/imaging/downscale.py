@@ -127,7 +127,7 @@ def _convert(job: _Job) -> tuple[float, str | None]:
         image = read_image(job.path, max_pixels=job.max_pixels)
         lr = imresize(modcrop(image.pixels, job.scale), 1 / job.scale, boundary=job.boundary)
         job.out.parent.mkdir(parents=True, exist_ok=True)
-        write_image(job.out, lr, icc=image.icc, exif=image.exif, xmp=image.xmp)
+        write_image(job.out, lr, icc=image.icc, exif=image.exif, xmp=image.xmp, iptc=image.iptc)
     except (SrpipeError, OSError, ValueError) as exc:
         log.debug("%s: failed", job.path, exc_info=True)
         return 0.0, _reason(exc, job.path)

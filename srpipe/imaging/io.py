@@ -51,6 +51,7 @@ from srpipe.imaging.metadata import (
     apply_orientation,
     exif_of,
     icc_problem,
+    iptc_of,
     normalise_exif,
     parse_orientation,
     tiff_exif,
@@ -85,6 +86,7 @@ class Image:
     "jpeg", "webp", "tiff" or "bmp". ``mode``: the file's Pillow mode before conversion ("P", "CMYK",
     "LA", "I;16", "RGB", ...). ``orientation``: the EXIF orientation that was applied (1 = none).
     ``xmp``: the file's XMP packet, unmodified (``write_image`` passes it through ``updated_xmp``).
+    ``iptc``: the IPTC-IIM record of a JPEG or TIFF (captions, keywords, copyright), unmodified.
     """
 
     pixels: np.ndarray
@@ -95,6 +97,7 @@ class Image:
     mode: str = ""
     orientation: int = 1
     xmp: bytes | None = None
+    iptc: bytes | None = None
 
     @property
     def bit_depth(self) -> int:
@@ -159,7 +162,8 @@ def _decode(im: PILImage.Image, path: Path, max_pixels: int) -> Image:
         log.warning("%s: ICC profile dropped: %s", path, problem)
         icc = None
     return Image(pixels=pixels, icc=icc, exif=exif, format=fmt, path=path, mode=mode,
-                 orientation=orientation, xmp=None if fmt == "bmp" else xmp_of(im.info))
+                 orientation=orientation, xmp=None if fmt == "bmp" else xmp_of(im.info),
+                 iptc=iptc_of(im) if fmt in ("jpeg", "tiff") else None)
 
 
 def _rawmode(im: PILImage.Image) -> str:

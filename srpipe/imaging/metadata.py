@@ -1,5 +1,6 @@
-"""Image metadata: EXIF orientation, EXIF and XMP rewriting for new pixels, ICC profile checks, and
-patching ICC/XMP into the PNG and TIFF files OpenCV writes (it cannot embed them itself).
+"""Image metadata: EXIF orientation, EXIF and XMP rewriting for new pixels, ICC profile checks, the
+IPTC-IIM record of JPEG and TIFF, and patching ICC/XMP/IPTC into the PNG and TIFF files OpenCV
+writes (it cannot embed them itself).
 
 EXIF is handled in one form throughout srpipe: ``b"Exif\\0\\0"`` followed by the TIFF structure (what a
 JPEG APP1 marker holds; PNG and WebP store it without the prefix, the writers strip it). Parsing and
@@ -170,15 +171,16 @@ def exif_of(data: bytes) -> PILImage.Exif:
     return exif
 
 
-ICC_TAG, XMP_TAG = 34675, 700  # TIFF tags: ICC profile (UNDEFINED), XMP packet (BYTE)
-_TAG_TYPE = {ICC_TAG: 7, XMP_TAG: 1}
+ICC_TAG, XMP_TAG, IPTC_TAG = 34675, 700, 33723  # TIFF tags: ICC profile, XMP packet, IPTC-NAA record
+_TAG_TYPE = {ICC_TAG: 7, XMP_TAG: 1, IPTC_TAG: 7}  # UNDEFINED, BYTE, UNDEFINED
 XMP_KEY = "XML:com.adobe.xmp"  # the PNG text keyword for XMP
 _TIFF_NS, _EXIF_NS = "http://ns.adobe.com/tiff/1.0/", "http://ns.adobe.com/exif/1.0/"
 
 
 def tiff_with_metadata(data: bytes, *, icc: bytes | None = None, xmp: bytes | None = None,
-                       exif: bytes | None = None) -> bytes:
-    """A classic TIFF file (``data``) with ``icc`` (tag 34675), ``xmp`` (tag 700) and ``exif`` (its
+                       exif: bytes | None = None, iptc: bytes | None = None) -> bytes:
+    """A classic TIFF file (``data``) with ``icc`` (tag 34675), ``xmp`` (tag 700), ``iptc`` (tag 33723)
+    and ``exif`` (its
     descriptive IFD0 tags and its Exif and GPS sub-IFDs, as :func:`tiff_exif` reads them) added to its first
     image; a tag already there is replaced.
 
@@ -203,8 +205,8 @@ def tiff_with_metadata(data: bytes, *, icc: bytes | None = None, xmp: bytes | No
     entries = {num(a, 2): data[a : a + 12] for a in at}
     next_ifd = data[first + 2 + 12 * count : first + 6 + 12 * count]
     tail = bytearray(b"\0" * (len(data) % 2))  # TIFF offsets are word-aligned
-    for tag, blob in ((ICC_TAG, icc), (XMP_TAG, xmp)):
-        if blob:
+    for tag, blob in ((ICC_TAG, icc), (XMP_TAG, xmp), (IPTC_TAG, iptc)):
+        if blob and len(blob) > 4:  # (4 bytes or fewer would be stored inline; none of these is)
             offset = len(data) + len(tail)
             entries[tag] = (tag.to_bytes(2, order) + _TAG_TYPE[tag].to_bytes(2, order)
                             + len(blob).to_bytes(4, order) + offset.to_bytes(4, order))
@@ -246,6 +248,39 @@ def png_with_itxt(data: bytes, keyword: str, text: bytes) -> bytes:
     if not placed:
         raise ValueError("PNG without image data (no IDAT chunk)")
     return b"".join(out)
+
+
+def iptc_of(im: PILImage.Image) -> bytes | None:
+    """The IPTC-IIM record of an opened JPEG (Photoshop APP13 resource 0x0404) or TIFF (tag 33723,
+    raw bytes: Photoshop labels them LONG): its complete datasets, or None where there are none."""
+    data: object = None
+    photoshop = im.info.get("photoshop")
+    if isinstance(photoshop, dict):
+        data = photoshop.get(0x0404)
+    elif isinstance(im, TiffImagePlugin.TiffImageFile):
+        data = im.tag_v2._tagdata.get(IPTC_TAG)  # raw bytes, whatever type the writer declared
+    if not isinstance(data, bytes):
+        return None
+    # Whole datasets only: Photoshop pads the record to its LONG count, and a cut one is unusable.
+    end = at = 0
+    while at + 5 <= len(data) and data[at] == 0x1C:
+        size, at = int.from_bytes(data[at + 3 : at + 5], "big"), at + 5
+        if size & 0x8000:  # extended dataset: the next (size & 0x7FFF) bytes hold the length
+            size, at = int.from_bytes(data[at : at + (size & 0x7FFF)], "big"), at + (size & 0x7FFF)
+        if at + size > len(data):
+            break
+        end = at = at + size
+    return data[:end] or None
+
+
+def jpeg_iptc_segment(iptc: bytes) -> bytes:
+    """An APP13 marker holding ``iptc`` as Photoshop's IPTC-NAA resource (0x0404), as JPEG readers
+    (ExifTool, Photoshop, Lightroom) look for it. ``ValueError`` when it does not fit one marker."""
+    resource = b"8BIM" + struct.pack(">H", 0x0404) + b"\0\0" + struct.pack(">I", len(iptc)) + iptc
+    body = b"Photoshop 3.0\0" + resource + b"\0" * (len(iptc) % 2)
+    if len(body) + 2 > 0xFFFF:
+        raise ValueError(f"an IPTC record of {len(iptc)} bytes does not fit one JPEG APP13 marker")
+    return b"\xff\xed" + struct.pack(">H", len(body) + 2) + body
 
 
 def xmp_of(info: Mapping[Any, Any]) -> bytes | None:

@@ -1,4 +1,4 @@
-"""Writing image files: ``write_image`` (atomic; ICC, EXIF and XMP kept where the format can hold them).
+"""Writing image files: ``write_image`` (atomic; ICC, EXIF, XMP and IPTC kept where the format holds them).
 
 The reading side, and the ``Image`` record whose metadata is passed back here, is ``srpipe.imaging.io``
 (which re-exports ``write_image``). Pillow encodes everything except 16-bit colour, which Pillow has
@@ -8,7 +8,9 @@ no mode for: OpenCV encodes that, and the metadata it cannot embed is patched in
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,10 +21,12 @@ from srpipe.errors import OutputError, SrpipeError, UnsupportedImageError, Usage
 from srpipe.imaging.atomic import atomic_path
 from srpipe.imaging.formats import IMAGE_SUFFIXES, PNG_COMPRESS_LEVEL, SUFFIX_FORMAT
 from srpipe.imaging.metadata import (
+    IPTC_TAG,
     XMP_KEY,
     XMP_TAG,
     exif_of,
     icc_problem,
+    jpeg_iptc_segment,
     png_with_itxt,
     tiff_with_metadata,
     updated_exif,
@@ -37,23 +41,37 @@ _JPEG_MAX_EXIF = 65_533  # one APP1 marker
 _JPEG_MAX_XMP = _JPEG_MAX_EXIF - 29  # the same, after the "http://ns.adobe.com/xap/1.0/\0" header
 
 
+@dataclass(frozen=True)
+class _Metadata:
+    """What one encoding attempt embeds (already updated for the new pixels)."""
+
+    icc: bytes | None = None
+    exif: bytes | None = None
+    xmp: bytes | None = None
+    iptc: bytes | None = None
+
+
 def write_image(path: str | Path, pixels: np.ndarray, *, icc: bytes | None = None,
-                exif: bytes | None = None, xmp: bytes | None = None, quality: int = 95) -> None:
+                exif: bytes | None = None, xmp: bytes | None = None, iptc: bytes | None = None,
+                quality: int = 95) -> None:
     """Write ``pixels`` to ``path`` atomically; the format comes from the suffix (``IMAGE_SUFFIXES``).
 
     ``uint16`` is kept in PNG and TIFF; JPEG, WebP and BMP are 8-bit, so ``uint16`` there raises
     ``UnsupportedImageError`` (convert with ``to_uint8`` first). Alpha is refused by JPEG and BMP
     (readers ignore 32-bit BMP alpha). ICC, EXIF and XMP are stored by PNG, JPEG, WebP and TIFF; BMP
-    stores none (logged). 16-bit colour (OpenCV's encoder) gets what OpenCV cannot embed patched into
-    its file: XMP as PNG ``iTXt``; ICC, XMP and EXIF (descriptive IFD0 tags, Exif and GPS sub-IFDs)
-    into TIFF's first IFD. EXIF passes through ``updated_exif`` and XMP through ``updated_xmp``
-    (orientation 1, pixel dimensions of ``pixels``). An ICC profile that does not fit the pixels,
-    unparsable EXIF, XMP too large for JPEG's one marker, or an encoder refusing any of them, costs
-    the metadata (with a warning), never the image. ``quality`` (1-100) is JPEG/WebP quality; JPEG
-    uses 4:4:4 chroma from 90 up, WebP 100 is lossless; 8-bit TIFF is uncompressed (Pillow's libtiff
-    path cannot write EXIF sub-IFDs), 16-bit colour TIFF is OpenCV's LZW with a predictor. The parent
-    folder must exist. Raises ``OutputError`` when the file cannot be written; an existing file at
-    ``path`` is then left untouched.
+    stores none (logged). ``iptc`` (an IPTC-IIM record, as ``Image.iptc``) is stored by JPEG
+    (Photoshop APP13) and TIFF (tag 33723); PNG and WebP have no standard place for it (its fields
+    are usually mirrored in XMP), so it is left out there (logged). 16-bit colour (OpenCV's encoder)
+    gets what OpenCV cannot embed patched into its file: XMP as PNG ``iTXt``; ICC, XMP, IPTC and
+    EXIF (descriptive IFD0 tags, Exif and GPS sub-IFDs) into TIFF's first IFD. EXIF passes through
+    ``updated_exif`` and XMP through ``updated_xmp`` (orientation 1, pixel dimensions of ``pixels``).
+    An ICC profile that does not fit the pixels, unparsable EXIF, XMP or IPTC too large for JPEG's
+    one marker, or an encoder refusing any of them, costs the metadata (with a warning), never the
+    image. ``quality`` (1-100) is JPEG/WebP quality; JPEG uses 4:4:4 chroma from 90 up, WebP 100 is
+    lossless; 8-bit TIFF is uncompressed (Pillow's libtiff path cannot write EXIF sub-IFDs), 16-bit
+    colour TIFF is OpenCV's LZW with a predictor. The parent folder must exist. Raises
+    ``OutputError`` when the file cannot be written; an existing file at ``path`` is then left
+    untouched.
     """
     path = Path(path)
     fmt = SUFFIX_FORMAT.get(path.suffix.lower())
@@ -85,23 +103,30 @@ def write_image(path: str | Path, pixels: np.ndarray, *, icc: bytes | None = Non
         if fmt == "jpeg" and len(xmp) > _JPEG_MAX_XMP:
             log.warning("%s: XMP not written: %d bytes do not fit one JPEG APP1 marker", path, len(xmp))
             xmp = None
+    if iptc is not None and fmt not in ("jpeg", "tiff"):
+        log.info("%s: %s has no standard place for IPTC-IIM; written without it", path, fmt.upper())
+        iptc = None
+    if iptc is not None and fmt == "jpeg" and len(iptc) > _JPEG_MAX_EXIF - 26:  # APP13 + resource header
+        log.warning("%s: IPTC not written: %d bytes do not fit one JPEG APP13 marker", path, len(iptc))
+        iptc = None
     # An encoder refusing metadata (libpng rejects some ICC profiles) costs the metadata, not the image.
-    attempts = [(icc, exif, xmp, "")]
+    meta = _Metadata(icc=icc, exif=exif, xmp=xmp, iptc=iptc)
+    attempts = [(meta, "")]
     if icc:
-        attempts.append((None, exif, xmp, "the ICC profile"))
-    if exif or xmp:
-        attempts.append((None, None, None, "any metadata"))
+        attempts.append((dataclasses.replace(meta, icc=None), "the ICC profile"))
+    if exif or xmp or iptc:
+        attempts.append((_Metadata(), "any metadata"))
     try:
         with atomic_path(path) as tmp:
-            for i, (try_icc, try_exif, try_xmp, _) in enumerate(attempts):
+            for i, (attempt, _) in enumerate(attempts):
                 try:
-                    _encode(tmp, path, pixels, fmt, try_icc, try_exif, try_xmp, quality)
+                    _encode(tmp, path, pixels, fmt, attempt, quality)
                     break
                 except Exception as exc:
                     if i + 1 == len(attempts):
                         raise
                     log.warning("%s: encoding failed (%s); retrying without %s", path, exc,
-                                attempts[i + 1][3])
+                                attempts[i + 1][1])
     except SrpipeError:
         raise
     except Exception as exc:
@@ -129,11 +154,11 @@ def _check_writable(path: Path, pixels: np.ndarray, fmt: str) -> None:
                                           f"{pixels.shape[1]}×{pixels.shape[0]}; write PNG/TIFF")
 
 
-def _encode(tmp: Path, path: Path, pixels: np.ndarray, fmt: str, icc: bytes | None,
-            exif: bytes | None, xmp: bytes | None, quality: int) -> None:
+def _encode(tmp: Path, path: Path, pixels: np.ndarray, fmt: str, meta: _Metadata, quality: int) -> None:
     if pixels.dtype == np.uint16 and pixels.ndim == 3:  # Pillow has no 16-bit colour mode
-        _encode_cv2_16bit(tmp, path, pixels, fmt, icc, exif, xmp)
+        _encode_cv2_16bit(tmp, pixels, fmt, meta)
         return
+    icc, exif, xmp = meta.icc, meta.exif, meta.xmp
     opts: dict[str, object] = {}
     if fmt == "bmp":
         if icc or exif or xmp:
@@ -145,9 +170,12 @@ def _encode(tmp: Path, path: Path, pixels: np.ndarray, fmt: str, icc: bytes | No
             opts["exif"] = exif[6:] if fmt == "webp" else exif  # WebP's EXIF chunk has no prefix
         if xmp and fmt in ("jpeg", "webp"):
             opts["xmp"] = xmp
-        elif xmp and fmt == "tiff":  # Pillow's tiffinfo would replace the EXIF: one tag set for both
+        elif (xmp or meta.iptc) and fmt == "tiff":  # tiffinfo would replace the EXIF: one tag set for all
             tags = exif_of(exif) if exif else PILImage.Exif()
-            tags[XMP_TAG] = xmp
+            if xmp:
+                tags[XMP_TAG] = xmp
+            if meta.iptc:
+                tags[IPTC_TAG] = meta.iptc
             opts["exif"] = tags
     if fmt == "png":
         opts["compress_level"] = PNG_COMPRESS_LEVEL
@@ -157,15 +185,17 @@ def _encode(tmp: Path, path: Path, pixels: np.ndarray, fmt: str, icc: bytes | No
             opts["pnginfo"] = info
     elif fmt == "jpeg":
         opts.update(quality=quality, subsampling=0 if quality >= 90 else 2)
+        if meta.iptc:
+            opts["extra"] = jpeg_iptc_segment(meta.iptc)  # Pillow writes these marker bytes as given
     elif fmt == "webp":
         opts.update(quality=quality, lossless=quality == 100, exact=True)
     PILImage.fromarray(pixels).save(tmp, format=_SAVE_FORMAT[fmt], **opts)
 
 
-def _encode_cv2_16bit(tmp: Path, path: Path, pixels: np.ndarray, fmt: str, icc: bytes | None,
-                      exif: bytes | None, xmp: bytes | None) -> None:
+def _encode_cv2_16bit(tmp: Path, pixels: np.ndarray, fmt: str, meta: _Metadata) -> None:
     import cv2
 
+    icc, exif, xmp = meta.icc, meta.exif, meta.xmp
     bgr = cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR if pixels.shape[2] == 3 else cv2.COLOR_RGBA2BGRA)
     if fmt == "png":
         types, chunks = [], []
@@ -183,8 +213,8 @@ def _encode_cv2_16bit(tmp: Path, path: Path, pixels: np.ndarray, fmt: str, icc: 
     else:
         ok, buf = cv2.imencode(".tif", bgr)
         data = buf.tobytes()
-        if ok and (icc or xmp or exif):  # OpenCV cannot embed them in TIFF; the IFD is patched instead
-            data = tiff_with_metadata(data, icc=icc, xmp=xmp, exif=exif)
+        if ok and (icc or xmp or exif or meta.iptc):  # OpenCV cannot embed them; the IFD is patched
+            data = tiff_with_metadata(data, icc=icc, xmp=xmp, exif=exif, iptc=meta.iptc)
     if not ok:
         raise ValueError(f"OpenCV could not encode 16-bit {fmt.upper()}")
     tmp.write_bytes(data)

@@ -181,7 +181,8 @@ def _run(jobs: list[Job], out: Path, cfg: ProcessConfig, upscaler: OnnxUpscaler,
                 path = safe_output_path(out, job.out_rel, job.source)
                 if target.suffix.lower() in _EIGHT_BIT and pixels.dtype == np.uint16:
                     pixels = to_uint8(pixels)  # the format holds 8 bits; converting is what was asked
-                write_image(path, pixels, icc=image.icc, exif=image.exif, xmp=image.xmp, quality=cfg.quality)
+                write_image(path, pixels, icc=image.icc, exif=image.exif, xmp=image.xmp, iptc=image.iptc,
+                            quality=cfg.quality)
                 mp = pixels.shape[0] * pixels.shape[1] / 1e6
                 finish(i, FileResult(str(job.source), str(path), "ok", "", mp, seconds))
             except Exception as exc:
