@@ -355,6 +355,23 @@ def test_ema_warm_up_forgets_the_initial_weights() -> None:
     assert float(ema.module.weight) > 0.99
 
 
+def test_tensorboard_event_files_hold_the_logged_scalars(tmp_path: Path) -> None:
+    # The real writer (tensorboard is in the dev extra): what TensorBoard's own reader finds on disk.
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    log = MetricsLog(tmp_path / "metrics.csv", tensorboard_dir=tmp_path / "tb")
+    for it, loss in ((1, 0.5), (2, 0.25), (3, 0.125)):
+        log.append(iteration=it, kind="train", loss=loss, lr=1e-4)
+    log.append(iteration=3, kind="valid", psnr_y=30.25, ssim_y=0.875)
+    log.close()
+    events = EventAccumulator(str(tmp_path / "tb"))
+    events.Reload()
+    assert set(events.Tags()["scalars"]) == {"train/loss", "train/lr", "valid/psnr_y", "valid/ssim_y"}
+    assert [(e.step, e.value) for e in events.Scalars("train/loss")] == [(1, 0.5), (2, 0.25), (3, 0.125)]
+    assert [(e.step, e.value) for e in events.Scalars("valid/psnr_y")] == [(3, 30.25)]
+
+
 def test_metrics_mirror_to_tensorboard_when_it_is_installed(tmp_path: Path,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     # tensorboard is optional (not a dependency): a stand-in module records what srpipe sends it.
