@@ -15,8 +15,9 @@ from test_imaging_io import IPTC, SRGB, H, W, app13, exif_bytes, iim, make, pill
 
 from srpipe.imaging import write as imwrite
 from srpipe.imaging.downscale import downscale_tree
+from srpipe.imaging.embed import png_with_itxt, tiff_with_metadata
 from srpipe.imaging.io import atomic_path, read_image, updated_exif, write_image
-from srpipe.imaging.metadata import XMP_KEY, png_with_itxt, tiff_with_metadata, updated_xmp
+from srpipe.imaging.metadata import XMP_KEY, updated_xmp
 
 
 def displayed(a: np.ndarray, orientation: int) -> np.ndarray:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import smooth_image
 
-from srpipe.imaging import resize
+from srpipe.imaging import kernel, resize
 from srpipe.imaging.resize import contributions, imresize, modcrop
 
 # ---- an independent, deliberately plain port of MATLAB imresize (small images only) -------------
@@ -171,7 +171,7 @@ def test_exact_path_matches_reference_and_float64_path_on_random_images(
         assert out.dtype == dtype and out.shape[2:] == img.shape[2:]
         assert np.array_equal(out, reference_imresize(img, scale, boundary)), (img.shape, scale, boundary)
     # The same images through the float64 path with MATLAB's own weights (what x6 still uses).
-    monkeypatch.setattr(resize, "_exact_weights", lambda *args: None)
+    monkeypatch.setattr(resize, "exact_weights", lambda *args: None)
     for out, (img, scale, boundary) in zip(fast, cases, strict=True):
         assert np.array_equal(out, imresize(img, scale, boundary=boundary)), (img.shape, scale, boundary)
 
@@ -202,14 +202,14 @@ def test_exact_path_covers_the_integer_factors() -> None:
     for factor, shrink, enlarge in ((2, 256, 128), (3, 81, 9), (4, 4096, 1024)):
         for in_len, out_len, scale, denom in ((60 * factor, 60, 1 / factor, shrink),
                                               (60, 60 * factor, factor, enlarge)):
-            weights, offset = resize._exact_weights(in_len, out_len, scale, "mirror", 255)
+            weights, offset = kernel.exact_weights(in_len, out_len, scale, "mirror", 255)
             assert weights.dtype == np.float32
             assert offset == (0.0 if denom % 2 else 1 / (4 * denom))
-            assert resize._exact_weights(in_len, out_len, scale, "replicate", 65535) is not None
-    x8 = resize._exact_weights(400, 50, 1 / 8, "mirror", 255)
+            assert kernel.exact_weights(in_len, out_len, scale, "replicate", 65535) is not None
+    x8 = kernel.exact_weights(400, 50, 1 / 8, "mirror", 255)
     assert x8 is not None and x8[0].dtype == np.float64  # 4 * 255 * 76544 > 2**24
-    assert resize._exact_weights(360, 60, 1 / 6, "mirror", 255) is None  # D = 20736: even, not 2**q
-    assert resize._exact_weights(100, 37, 0.37, "mirror", 255) is None  # not an integer factor
+    assert kernel.exact_weights(360, 60, 1 / 6, "mirror", 255) is None  # D = 20736: even, not 2**q
+    assert kernel.exact_weights(100, 37, 0.37, "mirror", 255) is None  # not an integer factor
 
 
 def test_results_never_share_the_reused_buffers(rng: np.random.Generator) -> None:

@@ -3,7 +3,7 @@
 The reading side, and the ``Image`` record whose metadata is passed back here, is ``srpipe.imaging.io``
 (which re-exports ``write_image``). Pillow encodes everything except 16-bit colour, which Pillow has
 no mode for: OpenCV encodes that, and the metadata it cannot embed is patched into its file
-(``srpipe.imaging.metadata``).
+(``srpipe.imaging.embed``).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from PIL import PngImagePlugin
 
 from srpipe.errors import OutputError, SrpipeError, UnsupportedImageError, UsageError
 from srpipe.imaging.atomic import atomic_path
+from srpipe.imaging.embed import jpeg_iptc_segment, png_with_itxt, tiff_with_metadata
 from srpipe.imaging.formats import IMAGE_SUFFIXES, PNG_COMPRESS_LEVEL, SUFFIX_FORMAT
 from srpipe.imaging.metadata import (
     IPTC_TAG,
@@ -26,9 +27,6 @@ from srpipe.imaging.metadata import (
     XMP_TAG,
     exif_of,
     icc_problem,
-    jpeg_iptc_segment,
-    png_with_itxt,
-    tiff_with_metadata,
     updated_exif,
     updated_xmp,
 )
