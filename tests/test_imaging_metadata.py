@@ -282,6 +282,22 @@ def test_iptc_of_keeps_whole_datasets_only(tmp_path, rng):
     assert jpeg_with(b"not iptc at all") is None
 
 
+def test_an_iptc_reader_failure_costs_the_record_not_the_image(tmp_path, rng, monkeypatch, caplog):
+    from srpipe.imaging import io as imio
+
+    path = tmp_path / "x.jpg"
+    PILImage.fromarray(make(rng, "rgb")).save(path, extra=app13(IPTC))
+
+    def broken(im: object) -> bytes:
+        raise struct.error("unpack requires a buffer of 4 bytes")
+
+    monkeypatch.setattr(imio, "iptc_of", broken)
+    with caplog.at_level(logging.WARNING):
+        got = read_image(path)
+    assert got.iptc is None and got.pixels.shape == (H, W, 3)
+    assert "x.jpg: IPTC record dropped: unpack requires" in caplog.text
+
+
 def test_invalid_or_mismatched_icc_is_dropped_not_fatal(tmp_path, rng, caplog):
     with caplog.at_level(logging.WARNING):
         write_image(tmp_path / "bad.png", make(rng, "rgb"), icc=b"garbage" * 40)

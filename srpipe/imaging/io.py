@@ -161,9 +161,14 @@ def _decode(im: PILImage.Image, path: Path, max_pixels: int) -> Image:
     if icc is not None and (problem := icc_problem(icc, pixels)):
         log.warning("%s: ICC profile dropped: %s", path, problem)
         icc = None
+    iptc = None
+    if fmt in ("jpeg", "tiff"):
+        try:
+            iptc = iptc_of(im)
+        except Exception as exc:  # metadata never costs the image
+            log.warning("%s: IPTC record dropped: %s", path, exc)
     return Image(pixels=pixels, icc=icc, exif=exif, format=fmt, path=path, mode=mode,
-                 orientation=orientation, xmp=None if fmt == "bmp" else xmp_of(im.info),
-                 iptc=iptc_of(im) if fmt in ("jpeg", "tiff") else None)
+                 orientation=orientation, xmp=None if fmt == "bmp" else xmp_of(im.info), iptc=iptc)
 
 
 def _rawmode(im: PILImage.Image) -> str:

@@ -183,7 +183,10 @@ def iptc_of(im: PILImage.Image) -> bytes | None:
     if isinstance(photoshop, dict):
         data = photoshop.get(0x0404)
     elif isinstance(im, TiffImagePlugin.TiffImageFile):
-        data = im.tag_v2._tagdata.get(IPTC_TAG)  # raw bytes, whatever type the writer declared
+        # Raw bytes whatever type the writer declared (Pillow's own IPTC reader uses this too);
+        # the decoded tag is the fallback should that private table go away.
+        raw = getattr(im.tag_v2, "_tagdata", None)
+        data = raw.get(IPTC_TAG) if isinstance(raw, dict) else im.tag_v2.get(IPTC_TAG)
     if not isinstance(data, bytes):
         return None
     # Whole datasets only: Photoshop pads the record to its LONG count, and a cut one is unusable.
