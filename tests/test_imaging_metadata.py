@@ -263,6 +263,10 @@ def test_iptc_is_read_from_jpeg_and_tiff_and_kept_where_the_format_has_a_place(t
     assert info is not None and info[(2, 116)] == "© 2026 Ann Example".encode()
     assert read_image(tmp_path / "o.png").iptc is None and read_image(tmp_path / "o.webp").iptc is None
     assert "no standard place for IPTC" in caplog.text
+    huge = iim(2, 120, b"x" * 65_502)  # odd-sized, one byte over APP13 once padded: only IPTC is lost
+    write_image(tmp_path / "huge.jpg", make(rng, "rgb"), iptc=huge, exif=exif_bytes(1))
+    got = read_image(tmp_path / "huge.jpg")
+    assert got.iptc is None and got.exif is not None and "does not fit one JPEG APP13" in caplog.text
 
 
 def test_iptc_of_keeps_whole_datasets_only(tmp_path, rng):

@@ -174,7 +174,7 @@ def downscale_tree(src: Path, dst: Path, *, scale: int, boundary: Boundary = "mi
     src, dst = Path(src), Path(dst)
     pairs = plan_outputs(src, dst)
     root = src.resolve() if src.is_dir() else None
-    skipped: list[tuple[int, Path, str]] = []
+    skipped: list[tuple[Path, str]] = []
     failed: list[tuple[int, Path, str]] = []
     jobs: list[tuple[int, _Job]] = []
     claimed: dict[Path, Path] = {}
@@ -185,7 +185,7 @@ def downscale_tree(src: Path, dst: Path, *, scale: int, boundary: Boundary = "mi
         elif root is not None and _inside(key, root):
             failed.append((i, path, f"output {out} would be inside the source folder"))
         elif out.exists() and not overwrite:
-            skipped.append((i, path, f"{out} exists (--overwrite replaces it)"))
+            skipped.append((path, f"{out} exists (--overwrite replaces it)"))
         else:
             jobs.append((i, _Job(path, out, scale, boundary, max_pixels)))
         claimed.setdefault(key, path)
@@ -208,6 +208,5 @@ def downscale_tree(src: Path, dst: Path, *, scale: int, boundary: Boundary = "mi
         raise SrpipeError(f"a downscale worker process died (out of memory?) after {len(written)} "
                           "outputs, which are complete; re-run the same command to do the rest") from exc
     failed.sort(key=lambda item: item[0])  # name clashes were found before the conversions ran
-    return DownscaleResult(tuple(written), tuple((p, r) for _, p, r in skipped),
-                           tuple((p, r) for _, p, r in failed),
+    return DownscaleResult(tuple(written), tuple(skipped), tuple((p, r) for _, p, r in failed),
                            megapixels, time.perf_counter() - start)

@@ -1,5 +1,5 @@
-"""Reading and writing image files faithfully: bit depth, orientation, ICC, EXIF and XMP kept, atomic
-writes.
+"""Reading and writing image files faithfully: bit depth, orientation, ICC, EXIF, XMP and IPTC kept,
+atomic writes.
 
 Formats: PNG, JPEG, WebP, TIFF, BMP (first frame/page only). In memory an image is an ``H×W`` (gray),
 ``H×W×3`` (RGB) or ``H×W×4`` (RGBA) ``uint8``/``uint16`` array in RGB order, as the file is *displayed*

@@ -89,13 +89,7 @@ def write_image(path: str | Path, pixels: np.ndarray, *, icc: bytes | None = Non
             log.warning("%s: EXIF not written: cannot parse it (%s)", path, exc)
             exif = None
     if exif is not None and fmt == "jpeg" and len(exif) > _JPEG_MAX_EXIF:
-        # The in-place update keeps the unlinked thumbnail's bytes; re-serialising drops them.
-        compact = exif_of(exif).tobytes()
-        if len(compact) <= _JPEG_MAX_EXIF:
-            exif = compact
-        else:
-            log.warning("%s: EXIF not written: %d bytes do not fit one JPEG APP1 marker", path, len(exif))
-            exif = None
+        exif = _jpeg_sized_exif(path, exif)
     if xmp is not None:
         xmp = updated_xmp(xmp, pixels.shape[1], pixels.shape[0])
         if fmt == "jpeg" and len(xmp) > _JPEG_MAX_XMP:
@@ -104,9 +98,12 @@ def write_image(path: str | Path, pixels: np.ndarray, *, icc: bytes | None = Non
     if iptc is not None and fmt not in ("jpeg", "tiff"):
         log.info("%s: %s has no standard place for IPTC-IIM; written without it", path, fmt.upper())
         iptc = None
-    if iptc is not None and fmt == "jpeg" and len(iptc) > _JPEG_MAX_EXIF - 26:  # APP13 + resource header
-        log.warning("%s: IPTC not written: %d bytes do not fit one JPEG APP13 marker", path, len(iptc))
-        iptc = None
+    if iptc is not None and fmt == "jpeg":
+        try:
+            jpeg_iptc_segment(iptc)  # the one place that knows the marker's limit
+        except ValueError as exc:
+            log.warning("%s: IPTC not written: %s", path, exc)
+            iptc = None
     # An encoder refusing metadata (libpng rejects some ICC profiles) costs the metadata, not the image.
     meta = _Metadata(icc=icc, exif=exif, xmp=xmp, iptc=iptc)
     attempts = [(meta, "")]
@@ -129,6 +126,21 @@ def write_image(path: str | Path, pixels: np.ndarray, *, icc: bytes | None = Non
         raise
     except Exception as exc:
         raise OutputError(f"{path}: cannot write {fmt.upper()}: {exc}") from exc
+
+
+def _jpeg_sized_exif(path: Path, exif: bytes) -> bytes | None:
+    """``exif`` (over one APP1 marker) re-serialised without the thumbnail bytes that the in-place
+    update unlinks but keeps, if that fits; else None, with a warning."""
+    try:
+        compact = exif_of(exif).tobytes()
+    except Exception as exc:
+        compact, why = b"", f"cannot re-serialise it ({exc})"
+    else:
+        why = f"{len(exif)} bytes do not fit one JPEG APP1 marker"
+    if compact and len(compact) <= _JPEG_MAX_EXIF:
+        return compact
+    log.warning("%s: EXIF not written: %s", path, why)
+    return None
 
 
 def _check_writable(path: Path, pixels: np.ndarray, fmt: str) -> None:
