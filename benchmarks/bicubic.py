@@ -6,7 +6,9 @@ Run from the repository root::
 
 Both implementations shrink the same synthetic RGB uint8 image by 2, 3 and 4; the script asserts
 that their outputs are identical, then prints the median time of each, their ratio (target >= 20x),
-and the HR megapixels per second srpipe sustains for x2+x3+x4 of one image.
+and the HR megapixels per second srpipe sustains for x2+x3+x4 of one image. Every function is called
+once before timing; srpipe's one-off start-up (numba compiling its kernel, or loading it from the
+disk cache) is printed separately.
 
 The baseline has the loop structure of BasicSR's ``imresize`` port: a Python loop over output rows
 (then output columns) taking one dot product per row (and channel) with the input rows it touches.
@@ -114,6 +116,10 @@ def main() -> None:
     img = np.clip(127.5 + 100 * smooth + rng.normal(0, 20, smooth.shape), 0, 255).round().astype(np.uint8)
     print(f"image {args.size}x{args.size} RGB uint8, median of {args.repeats} runs, numpy {np.__version__}, "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} (other jobs slow all columns)")
+    start = time.perf_counter()
+    imresize(img[:24, :24], 1 / 2)  # numba's start-up, which the warm-up below would hide
+    print(f"first imresize call of this process (numba start-up, JIT or its disk cache): "
+          f"{time.perf_counter() - start:.2f} s")
     print(f"{'scale':>5} {'srpipe ms':>10} {'BasicSR-loop ms':>16} {'ratio':>7} "
           f"{'row-loop ms':>12} {'ratio':>7}  identical")
     total = 0.0
