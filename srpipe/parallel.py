@@ -29,15 +29,9 @@ def usable_cores() -> int:
 
 def make_pool(workers: int) -> Executor:
     """A process pool whose workers start clean: forkserver where available (never a fork of a parent
-    holding torch, HDF5 or BLAS threads), with the resize kernel preloaded, else spawn."""
+    holding torch, HDF5 or BLAS threads), else spawn."""
     methods = multiprocessing.get_all_start_methods()
-    if "forkserver" not in methods:
-        return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
-    ctx = multiprocessing.get_context("forkserver")
-    # The server imports these once and forks every worker from itself: "__main__" is the default
-    # (functions of the main script), _warm loads the compiled resize kernel (0.6 s per worker
-    # otherwise). Only takes effect when this process starts its forkserver, i.e. the first time.
-    ctx.set_forkserver_preload(["__main__", "srpipe.imaging._warm"])
+    ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
     return ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
 
 

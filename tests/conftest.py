@@ -16,6 +16,27 @@ def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def resize_kernel_ready() -> None:
+    """Every test sees the compiled resize kernel ready (as a long job does), not a state that
+    depends on which test ran first; ``route`` tests pick their path themselves."""
+    from srpipe.imaging import windowed
+
+    windowed.warm()
+
+
+@pytest.fixture(params=["kernel", "blas"])
+def route(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a resize test through both routes of integer images at integer factors: the compiled
+    kernel, and the BLAS route a process takes before the kernel is ready. Both must be exact."""
+    from srpipe.imaging import windowed
+
+    if request.param == "blas":
+        monkeypatch.setattr(windowed, "ready", lambda: False)
+        monkeypatch.setattr(windowed, "note_blas_pass", lambda values: None)
+    return str(request.param)
+
+
 @pytest.fixture
 def shared_dir() -> Path:
     """``../shared`` beside the checkout; the test is skipped cleanly when it is absent."""

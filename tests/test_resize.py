@@ -72,7 +72,7 @@ SIGNAL = np.array([10, 20, 40, 80, 160, 200, 220, 250], dtype=np.uint8)
     ("mirror", [40, 20, 10, 10, 20, 40, 80, 160, 200, 220, 250, 250, 220, 200]),
     ("replicate", [10, 10, 10, 10, 20, 40, 80, 160, 200, 220, 250, 250, 250, 250]),
 ])
-def test_hand_computed_x2_shrink(boundary: str, padded: list[int]) -> None:
+def test_hand_computed_x2_shrink(route: str, boundary: str, padded: list[int]) -> None:
     expected = [math.floor(float(np.dot(X2_TAPS, padded[2 * j : 2 * j + 8])) + 0.5) for j in range(4)]
     if boundary == "mirror":
         assert expected[0] == 13  # (-120 - 180 + 290 + 1110 + 2220 + 1160 - 720 - 480) / 256 = 12.81
@@ -106,7 +106,7 @@ def test_hand_computed_x2_enlarge() -> None:
 
 @pytest.mark.parametrize("scale", [1 / 2, 1 / 3, 1 / 4, 2, 3, 4, 0.37, 1.5])
 @pytest.mark.parametrize("boundary", ["mirror", "replicate"])
-def test_matches_reference_port(rng: np.random.Generator, scale: float, boundary: str) -> None:
+def test_matches_reference_port(route: str, rng: np.random.Generator, scale: float, boundary: str) -> None:
     img = smooth_image(rng, 23, 17, 3)
     out = imresize(img, scale, boundary=boundary)
     assert out.dtype == np.uint8
@@ -114,7 +114,7 @@ def test_matches_reference_port(rng: np.random.Generator, scale: float, boundary
     assert np.array_equal(out, reference_imresize(img, scale, boundary))
 
 
-def test_integer_factors_match_tap_order_sums_on_a_larger_image(rng: np.random.Generator) -> None:
+def test_integer_factors_match_tap_order_sums_on_a_larger_image(route: str, rng: np.random.Generator) -> None:
     # srpipe sums integer-factor windows with BLAS (its own order); x3 is the factor whose weights
     # are not exact binary fractions, so compare ~1.3 M values with the tap-order reference.
     img = rng.integers(0, 256, (150, 121, 3), dtype=np.uint8)
@@ -125,7 +125,7 @@ def test_integer_factors_match_tap_order_sums_on_a_larger_image(rng: np.random.G
 
 
 @pytest.mark.parametrize("channels", [1, 4])
-def test_uint16_gray_and_rgba_match_reference(rng: np.random.Generator, channels: int) -> None:
+def test_uint16_gray_and_rgba_match_reference(route: str, rng: np.random.Generator, channels: int) -> None:
     img = smooth_image(rng, 23, 17, channels, dtype=np.uint16)
     for scale in (1 / 3, 4):
         out = imresize(img, scale)
@@ -160,7 +160,7 @@ def _random_image(rng: np.random.Generator, shape: tuple[int, int], channels: in
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
 @pytest.mark.parametrize("shape", [(23, 17), (101, 67)])
-def test_exact_path_matches_reference_and_float64_path_on_random_images(
+def test_exact_path_matches_reference_and_float64_path_on_random_images(route: str,
     rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch, dtype: type, shape: tuple[int, int]
 ) -> None:
     cases = [(_random_image(rng, shape, channels, dtype, kind), scale, boundary)
@@ -178,8 +178,8 @@ def test_exact_path_matches_reference_and_float64_path_on_random_images(
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
 @pytest.mark.parametrize(("factor", "denom"), [(2, 256), (3, 81), (4, 4096)])
-def test_one_pass_equals_exact_integer_rounding(rng: np.random.Generator, dtype: type, factor: int,
-                                                denom: int) -> None:
+def test_one_pass_equals_exact_integer_rounding(route: str, rng: np.random.Generator, dtype: type,
+                                                factor: int, denom: int) -> None:
     # Every weight is m_k / D (exactly for x2 and x4; x3 up to float rounding), so a pass is
     # round-half-up(S / D) with S = sum m_k v_k, an oracle in pure integer arithmetic. A single
     # column isolates the row pass (the column pass of a width-1 image returns its input).
@@ -212,7 +212,7 @@ def test_exact_path_covers_the_integer_factors() -> None:
     assert kernel.exact_weights(100, 37, 0.37, "mirror", 255) is None  # not an integer factor
 
 
-def test_results_never_share_the_reused_buffers(rng: np.random.Generator) -> None:
+def test_results_never_share_the_reused_buffers(route: str, rng: np.random.Generator) -> None:
     # Intermediates live in per-thread buffers reused by the next call; results must not.
     first_img, second_img = smooth_image(rng, 40, 30, 3), smooth_image(rng, 40, 30, 3)
     first = imresize(first_img, 1 / 2)
@@ -226,7 +226,7 @@ def test_results_never_share_the_reused_buffers(rng: np.random.Generator) -> Non
 
 
 @pytest.mark.parametrize("scale", [1 / 2, 1 / 3, 1 / 4, 1 / 6])
-def test_integer_images_stay_exact_after_float_images_and_other_dtypes(rng: np.random.Generator,
+def test_integer_images_stay_exact_after_float_images_and_other_dtypes(route: str, rng: np.random.Generator,
                                                                       scale: float) -> None:
     # Integer rows are copied into a reused buffer by OpenCV as `buf + (rows - buf)`, exact only
     # while that buffer holds integers: floats (and x6's float64 weights) must never land there.
@@ -239,7 +239,7 @@ def test_integer_images_stay_exact_after_float_images_and_other_dtypes(rng: np.r
         assert np.array_equal(imresize(img16, scale), reference_imresize(img16, scale))
 
 
-def test_views_give_the_same_result_as_copies(rng: np.random.Generator) -> None:
+def test_views_give_the_same_result_as_copies(route: str, rng: np.random.Generator) -> None:
     big = smooth_image(rng, 50, 41, 4)
     for view in (modcrop(big, 4), big[::-1], big[:, :, 2::-1], big[1::2, 3:, :3], big[:, :, 1]):
         for scale in (1 / 2, 1 / 3, 2):
@@ -250,7 +250,7 @@ def test_views_give_the_same_result_as_copies(rng: np.random.Generator) -> None:
 
 
 @pytest.mark.parametrize("scale", [1 / 2, 1 / 3, 1 / 4, 2, 3, 4])
-def test_constant_image_stays_constant(scale: float) -> None:
+def test_constant_image_stays_constant(route: str, scale: float) -> None:
     for value, dtype in ((0, np.uint8), (137, np.uint8), (255, np.uint8), (40_000, np.uint16)):
         out = imresize(np.full((23, 17, 3), value, dtype=dtype), scale, boundary="replicate")
         assert out.dtype == dtype and np.all(out == value)
@@ -265,7 +265,7 @@ def test_gray_2d_and_channels_independent(rng: np.random.Generator) -> None:
         assert gray.shape == (8, 6) and np.array_equal(gray, out[:, :, c])
 
 
-def test_overshoot_saturates_instead_of_wrapping() -> None:
+def test_overshoot_saturates_instead_of_wrapping(route: str, ) -> None:
     img = np.zeros((12, 12), dtype=np.uint8)
     img[:, 6:] = 255  # a hard edge: bicubic over/undershoots it
     out = imresize(img, 1 / 2)
@@ -318,7 +318,7 @@ def _read(path: Path) -> np.ndarray:
 
 @pytest.mark.shared
 @pytest.mark.parametrize("scale", [2, 3, 4])
-def test_set5_official_lr_bit_exact_mirror(shared_dir: Path, scale: int) -> None:
+def test_set5_official_lr_bit_exact_mirror(route: str, shared_dir: Path, scale: int) -> None:
     root = shared_dir / "data" / "benchmarks" / "Set5"
     hrs = sorted((root / "HR").glob("*.png"))
     assert len(hrs) == 5
@@ -334,7 +334,7 @@ def test_set5_official_lr_bit_exact_mirror(shared_dir: Path, scale: int) -> None
 
 @pytest.mark.shared
 @pytest.mark.parametrize("scale", [2, 3, 4])
-def test_set14_official_lr_bit_exact_replicate(shared_dir: Path, scale: int) -> None:
+def test_set14_official_lr_bit_exact_replicate(route: str, shared_dir: Path, scale: int) -> None:
     root = shared_dir / "data" / "benchmarks" / "Set14"
     hrs = sorted((root / "HR" / f"X{scale}").glob("*_HR.png"))
     assert len(hrs) == 14

@@ -4,6 +4,10 @@ numba has nowhere to cache (exactness itself is tested through imresize in test_
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import threading
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import pytest
@@ -73,16 +77,107 @@ def test_without_a_writable_cache_the_kernel_still_compiles(monkeypatch: pytest.
         windowed._compiled.cache_clear()  # the next test gets the cached kernel again
 
 
-def _kernel_signatures_in_this_process(_: int) -> int:
-    """Run in a pool worker: how many compiled variants the kernel had before the worker did anything."""
-    return len(windowed._compiled().signatures)
+def test_integer_factors_take_the_kernel_once_ready_and_blas_before(monkeypatch: pytest.MonkeyPatch,
+                                                                     rng: np.random.Generator) -> None:
+    calls: list[str] = []
+    real_rows = windowed.window_rows
+    monkeypatch.setattr(windowed, "window_rows", lambda *args: calls.append("kernel") or real_rows(*args))
+    monkeypatch.setattr(windowed, "note_blas_pass", lambda values: calls.append(f"blas {values}"))
+    img = smooth_image(rng, 40, 28, 3)
+    kernel_out = imresize(img, 1 / 4)
+    assert calls == ["kernel", "kernel"]  # rows, then columns
+    calls.clear()
+    assert imresize(img.astype(np.float32), 1 / 4).dtype == np.float32
+    assert calls == []  # floats: MATLAB's float64 weights through BLAS, never the kernel, nothing counted
+    monkeypatch.setattr(windowed, "ready", lambda: False)
+    assert np.array_equal(imresize(img, 1 / 4), kernel_out)
+    assert calls == [f"blas {40 * 28 * 3}", f"blas {28 * 3 * 10}"]  # input values of each pass
 
 
-@pytest.mark.skipif("forkserver" not in __import__("multiprocessing").get_all_start_methods(),
-                    reason="workers start by spawn here and compile on first use")
-def test_pool_workers_start_with_the_kernel_compiled() -> None:
-    from srpipe.parallel import make_pool
+class _FreshProcess:
+    """The module's per-process state as a new process has it, with ``warm`` replaced."""
 
-    with make_pool(2) as pool:
-        counts = list(pool.map(_kernel_signatures_in_this_process, range(4)))
-    assert all(count >= 1 for count in counts), counts
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, warm: Callable[[], None]) -> None:
+        monkeypatch.setattr(windowed, "_READY", threading.Event())
+        monkeypatch.setattr(windowed, "_STARTED", threading.Lock())
+        monkeypatch.setattr(windowed, "_blas_values", 0)
+        monkeypatch.setattr(windowed, "warm", warm)
+
+
+def test_warming_starts_once_after_enough_blas_work_and_nobody_waits(monkeypatch: pytest.MonkeyPatch,
+                                                                     rng: np.random.Generator) -> None:
+    release, started = threading.Event(), threading.Event()
+    threads: list[str] = []
+
+    def slow_warm() -> None:  # stands in for numba's start-up: blocks until the test releases it
+        threads.append(threading.current_thread().name)
+        started.set()
+        assert release.wait(timeout=30)
+        windowed._READY.set()
+
+    _FreshProcess(monkeypatch, slow_warm)
+    monkeypatch.setattr(windowed, "WARM_AFTER_VALUES", 10_000)
+    img = smooth_image(rng, 60, 50, 3)  # 9,000 values into the row pass, 2,250 into the columns
+    assert np.array_equal(imresize(img, 1 / 4), reference_imresize(img, 1 / 4))
+    assert started.wait(timeout=30) and threads == ["srpipe-resize-kernel"]
+    assert not windowed.ready()  # the warm-up is still blocked, and imresize returned anyway:
+    assert np.array_equal(imresize(img, 1 / 4), reference_imresize(img, 1 / 4))
+    windowed.note_blas_pass(10**12)
+    assert threads == ["srpipe-resize-kernel"]  # one warming thread per process, however much work
+    release.set()
+    for thread in threading.enumerate():
+        if thread.name == "srpipe-resize-kernel":
+            thread.join(timeout=30)
+    assert windowed.ready()
+
+
+def test_small_jobs_never_start_warming(monkeypatch: pytest.MonkeyPatch, rng: np.random.Generator) -> None:
+    _FreshProcess(monkeypatch, lambda: pytest.fail("warm() started for a small job"))
+    for _ in range(3):
+        imresize(smooth_image(rng, 64, 64, 3), 1 / 2)
+    assert windowed._blas_values == 3 * (64 * 64 * 3 + 64 * 3 * 32) and not windowed.ready()
+
+
+def test_a_failed_warm_up_is_logged_and_blas_carries_on(monkeypatch: pytest.MonkeyPatch,
+                                                        caplog: pytest.LogCaptureFixture,
+                                                        rng: np.random.Generator) -> None:
+    def broken() -> None:
+        raise RuntimeError("numba is broken here")
+
+    _FreshProcess(monkeypatch, broken)
+    monkeypatch.setattr(windowed, "WARM_AFTER_VALUES", 1)
+    img = smooth_image(rng, 23, 17, 3)
+    with caplog.at_level(logging.WARNING, logger="srpipe.imaging.windowed"):
+        assert np.array_equal(imresize(img, 1 / 2), reference_imresize(img, 1 / 2))
+        for thread in threading.enumerate():
+            if thread.name == "srpipe-resize-kernel":
+                thread.join(timeout=30)
+    assert "compiled resize kernel is unavailable (numba is broken here)" in caplog.text
+    assert not windowed.ready() and np.array_equal(imresize(img, 1 / 2), reference_imresize(img, 1 / 2))
+
+
+def _may_start_warming() -> bool:
+    return windowed._STARTED.acquire(blocking=False)
+
+
+@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="no fork here")
+def test_a_forked_child_may_start_its_own_warm_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(windowed, "_STARTED", threading.Lock())
+    assert windowed._STARTED.acquire(blocking=False)  # this process "started" one
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as pool:
+        assert pool.submit(_may_start_warming).result(timeout=60)
+    assert not _may_start_warming()
+
+
+def test_after_warm_no_call_compiles_again(rng: np.random.Generator) -> None:
+    # A compile in the middle of a job would stall it for up to a second: warm() must have built
+    # every variant imresize uses (dtypes, read-only plans, views and copies alike).
+    windowed.warm()
+    kernel = windowed._compiled()
+    before = len(kernel.signatures)
+    for dtype in (np.uint8, np.uint16):
+        img = smooth_image(rng, 48, 40, 3, dtype=dtype)
+        for scale in (1 / 2, 1 / 3, 1 / 4, 1 / 8, 2, 3, 4):
+            for view in (img, img[::2, 1:], img[:, :, 0], np.flipud(img)):
+                imresize(view, scale, boundary="replicate")
+    assert len(kernel.signatures) == before == 4

@@ -27,7 +27,6 @@ from pathlib import Path
 from srpipe.errors import InputError, OutputError, SrpipeError, UsageError
 from srpipe.imaging.io import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, read_image, write_image
 from srpipe.imaging.resize import Boundary, imresize, modcrop
-from srpipe.imaging.windowed import warm
 from srpipe.parallel import make_pool, ordered_map, usable_cores
 from srpipe.progress import ProgressFn, report
 
@@ -138,8 +137,6 @@ def _convert(job: _Job) -> tuple[float, str | None]:
 def _conversions(jobs: list[_Job], workers: int) -> Generator[tuple[float, str | None], None, None]:
     """:func:`_convert` of each job, in order: here while the work left looks smaller than
     ``POOL_AFTER_SECONDS`` at the pace so far, then in a pool of up to ``workers`` processes."""
-    if jobs:  # numba's one-off start-up (~0.6 s) must not count as the pace of the first image
-        warm()
     start = time.perf_counter()
     for k, job in enumerate(jobs):
         pace = (time.perf_counter() - start) / k if k else 0.0

@@ -8,21 +8,38 @@ the compiler's choosing (blocks of eight taps, maybe fused multiply-adds), which
 for the ``(weights, offset)`` that :func:`srpipe.imaging.kernel.exact_weights` returns: its proof
 covers any summation order and either tie rule. Callers must not pass other weights.
 
-Why compiled (numba, JIT on first use, cached on disk): BLAS needs the rows as floats first, and
-its matrix-vector products reread each window from the cache. Reading the integers directly, with
-up to eight taps per accumulator update, made the x4 row pass of a 1020×1020 RGB image 0.89 ms
-against 1.44 ms (``docs/downscale.md`` has the measurements).
+Getting ready costs numba about 0.6 s of CPU per process (3 s when it must compile its four
+variants rather than load them from its disk cache), while the kernel saves 0.25-0.55 ms per
+million input values over the BLAS route (measured). So nobody waits for it and short jobs never
+pay for it: callers use their BLAS route (same weights, same bits) until :func:`ready`, and report
+its work to :func:`note_blas_pass`, which starts :func:`warm` in a daemon thread once that work
+passes :data:`WARM_AFTER_VALUES` (as in renting skis until the rent reaches the price).
+:func:`warm` itself gets the kernel ready in the caller's thread (benchmarks, or a program that
+knows it has much to do).
+
+Why compiled (numba, cached on disk): BLAS needs the rows as floats first, and its matrix-vector
+products reread each window from the cache. Reading the integers directly, eight taps per
+accumulator update, with fused multiply-adds, made the x4 row pass of a 1020×1020 RGB image take
+0.78 ms against 1.44 ms (``docs/downscale.md`` has the measurements).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import threading
 from collections.abc import Callable
 from functools import cache
 
 import numpy as np
 
 log = logging.getLogger(__name__)
+WARM_AFTER_VALUES = 1_000_000_000
+"""Input values through the BLAS route (about 0.3-0.5 s of extra time there) after which a process
+starts getting the kernel ready: half of the break-even point, since warming overlaps other work."""
+_READY = threading.Event()
+_STARTED = threading.Lock()  # held from the first warm_in_background() on: at most one thread
+_blas_values = 0  # approximate under threads: only decides when to start warming
 
 
 def _window_rows(src: np.ndarray, pad_index: np.ndarray, start: np.ndarray, weights: np.ndarray,
@@ -79,15 +96,63 @@ def window_rows(src: np.ndarray, pad_index: np.ndarray, start: np.ndarray, weigh
         raise ValueError("window_rows writes into C-contiguous rows only")
     top = float(np.iinfo(src.dtype).max)
     kind = weights.dtype.type
-    _compiled()(np.ascontiguousarray(src), pad_index, start, weights, kind(offset), kind(top), out,
-                np.empty(src.shape[1], dtype=weights.dtype))
+    acc = np.empty(src.shape[1], dtype=weights.dtype)
+    _compiled()(_read_only(src), _read_only(pad_index, np.intp), _read_only(start, np.intp),
+                _read_only(weights), kind(offset), kind(top), out, acc)
+
+
+def _read_only(values: np.ndarray, dtype: type | None = None) -> np.ndarray:
+    """A C-contiguous read-only view (a copy only where needed): numba compiles one variant per
+    layout and writability, and :func:`warm` must have compiled the one every call uses."""
+    view = np.ascontiguousarray(values, dtype=dtype).view()
+    view.flags.writeable = False
+    return view
+
+
+def ready() -> bool:
+    """True once the kernel is compiled in this process, so that :func:`window_rows` will not wait."""
+    return _READY.is_set()
 
 
 def warm() -> None:
-    """Compile (or load from the disk cache) the uint8 kernel now: numba's first call in a process
-    costs about half a second, mostly importing its own registries. Process pools call this once in
-    the process their workers are forked from (:mod:`srpipe.imaging._warm`)."""
-    plan_start = np.zeros(1, dtype=np.intp)
-    window_rows(np.zeros((4, 1), dtype=np.uint8), np.arange(4), plan_start,
-                np.full((1, 4), 0.25, dtype=np.float32), 0.0, np.zeros((1, 1), dtype=np.uint8))
+    """Get the kernel ready now, in this thread, for every pair of image and weight dtypes, so that
+    no later call compiles. Raises whatever numba raises."""
+    for image in (np.uint8, np.uint16):
+        for weight in (np.float32, np.float64):
+            window_rows(np.zeros((4, 1), dtype=image), np.arange(4), np.zeros(1, dtype=np.intp),
+                        np.full((1, 4), 0.25, dtype=weight), 0.0, np.zeros((1, 1), dtype=image))
+    _READY.set()
 
+
+def warm_in_background() -> None:
+    """Start :func:`warm` in a daemon thread, once per process; returns at once. If it fails, the
+    reason is logged and :func:`ready` stays false (callers keep their BLAS route)."""
+    if _READY.is_set() or not _STARTED.acquire(blocking=False):
+        return
+    threading.Thread(target=_warm_or_log, name="srpipe-resize-kernel", daemon=True).start()
+
+
+def note_blas_pass(values: int) -> None:
+    """Count ``values`` input values resized without the kernel; past :data:`WARM_AFTER_VALUES`
+    in this process, :func:`warm_in_background`."""
+    global _blas_values
+    _blas_values += values
+    if _blas_values >= WARM_AFTER_VALUES:
+        warm_in_background()
+
+
+def _warm_or_log() -> None:
+    try:
+        warm()
+    except Exception as exc:  # the image work goes on through BLAS; say why it stays there
+        log.warning("the compiled resize kernel is unavailable (%s); resizing goes on without it", exc)
+
+
+def _after_fork_in_child() -> None:
+    # A forked child has no warming thread, whatever the parent had: let it start its own.
+    global _STARTED, _blas_values
+    _STARTED, _blas_values = threading.Lock(), 0
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
