@@ -75,8 +75,8 @@ def _window_rows(src: np.ndarray, pad_index: np.ndarray, start: np.ndarray, weig
 
 @cache
 def _compiled() -> Callable[..., None]:
-    """The JIT-compiled kernel (about a second per dtype pair on first use, then cached on disk
-    beside this module or in the user's cache folder; NUMBA_CACHE_DIR chooses another)."""
+    """The JIT dispatcher; each variant compiles on first use (under a second), then loads from the
+    disk cache beside this module or in the user's cache folder (NUMBA_CACHE_DIR picks another)."""
     import numba
 
     try:
@@ -149,7 +149,9 @@ def _warm_or_log() -> None:
 
 
 def _after_fork_in_child() -> None:
-    # A forked child has no warming thread, whatever the parent had: let it start its own.
+    # A forked child has no warming thread, whatever the parent had: let it start its own. (Forked
+    # while the parent's thread was compiling, the child's may block on numba's copied lock; the
+    # child then stays on the BLAS route, which is slower but gives the same bits.)
     global _STARTED, _blas_values
     _STARTED, _blas_values = threading.Lock(), 0
 
