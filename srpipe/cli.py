@@ -8,10 +8,7 @@ stderr console; stdout carries results only (``--json`` where a machine reads th
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,53 +16,9 @@ import click
 
 from srpipe import __version__, render
 from srpipe.errors import SrpipeError
-from srpipe.progress import Progress, ProgressFn
+from srpipe.render import emit_json, progress_bars
 
 log = logging.getLogger("srpipe")
-
-
-@contextlib.contextmanager
-def progress_bars(enabled: bool = True) -> Iterator[ProgressFn]:
-    """Yield a ``ProgressFn`` that draws one rich bar per ``Progress.task`` on stderr.
-
-    The bars start at the first update (a command that fails early prints only its error) and are off
-    under ``srpipe -q``.
-    """
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-    from rich.progress import Progress as RichProgress
-
-    ctx = click.get_current_context(silent=True)
-    if not enabled or (ctx is not None and ctx.find_root().params.get("quiet")):
-        yield lambda p: None
-        return
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
-    rich = RichProgress(*columns, console=render.stderr_console(), transient=False)
-    bars: dict[str, Any] = {}
-
-    def update(p: Progress) -> None:
-        if not bars:
-            rich.start()
-        if p.task not in bars:
-            bars[p.task] = rich.add_task(p.task, total=p.total, info=p.info)
-        rich.update(bars[p.task], completed=p.done, total=p.total, info=p.info)
-
-    try:
-        yield update
-    finally:
-        if bars:
-            rich.stop()
-
-
-def emit_json(payload: Any) -> None:
-    """Write a machine-readable result to stdout."""
-    click.echo(json.dumps(payload, indent=2, default=str))
 
 
 class SrpipeGroup(click.Group):
@@ -156,13 +109,7 @@ def downscale_command(ctx: click.Context, src: Path, scale: int, dst: Path, boun
                                 overwrite=overwrite, workers=workers, progress=progress)
     if as_json:
         emit_json(result.as_dict())
-    else:
-        hint = " (outputs exist; --overwrite replaces them)" if result.skipped else ""
-        click.echo(f"{len(result.written)} written, {len(result.skipped)} skipped{hint}, "
-                   f"{len(result.failed)} failed; {result.megapixels:.1f} HR MP in {result.seconds:.1f} s "
-                   f"-> {dst}")
-    for path, reason in result.failed:
-        click.echo(f"srpipe: failed: {path}: {reason}", err=True)
+    render.print_downscale(result, dst, summary=not as_json)
     if result.failed:
         ctx.exit(1)
 
@@ -304,12 +251,8 @@ def info_command(ctx: click.Context, model: str, scale: int, as_json: bool) -> N
     info = read_model_info(find_model(scale, model=model, workspace=ctx.obj))
     if as_json:
         emit_json({"path": str(info.path), "srpipe": info.srpipe, **info.props})
-        return
-    click.echo(f"{'file':30} {info.path}")
-    if not info.srpipe:
-        click.echo("(no srpipe metadata: not exported by srpipe export)")
-    for key, value in info.props.items():
-        click.echo(f"{key:30} {value if value != '' else '-'}")
+    else:
+        render.print_info(info)
 
 
 @cli.command("process")

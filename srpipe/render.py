@@ -1,4 +1,4 @@
-"""Rich rendering of library results for the CLI (tables on stdout, notes on stderr).
+"""Rich rendering for the CLI: progress bars and notes on stderr, result tables and JSON on stdout.
 
 Only the CLI imports this module; rich is imported inside the functions so ``srpipe --help`` stays
 instant.
@@ -6,9 +6,16 @@ instant.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import json
 import sys
+from collections.abc import Iterator
 from typing import Any
+
+import click
+
+from srpipe.progress import Progress, ProgressFn
 
 
 @functools.cache
@@ -17,6 +24,50 @@ def stderr_console() -> Any:
     from rich.console import Console
 
     return Console(stderr=True)
+
+
+@contextlib.contextmanager
+def progress_bars(enabled: bool = True) -> Iterator[ProgressFn]:
+    """Yield a ``ProgressFn`` that draws one rich bar per ``Progress.task`` on stderr.
+
+    The bars start at the first update (a command that fails early prints only its error) and are off
+    under ``srpipe -q``.
+    """
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+    from rich.progress import Progress as RichProgress
+
+    ctx = click.get_current_context(silent=True)
+    if not enabled or (ctx is not None and ctx.find_root().params.get("quiet")):
+        yield lambda p: None
+        return
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
+    rich = RichProgress(*columns, console=stderr_console(), transient=False)
+    bars: dict[str, Any] = {}
+
+    def update(p: Progress) -> None:
+        if not bars:
+            rich.start()
+        if p.task not in bars:
+            bars[p.task] = rich.add_task(p.task, total=p.total, info=p.info)
+        rich.update(bars[p.task], completed=p.done, total=p.total, info=p.info)
+
+    try:
+        yield update
+    finally:
+        if bars:
+            rich.stop()
+
+
+def emit_json(payload: Any) -> None:
+    """Write a machine-readable result to stdout."""
+    click.echo(json.dumps(payload, indent=2, default=str))
 
 
 def print_evaluation(result: Any) -> None:
@@ -71,3 +122,24 @@ def print_prepare(summary: Any) -> None:
     for row in rows:
         table.add_row(*row)
     Console(soft_wrap=True).print(table, *summary.notes(), sep="\n", highlight=False, markup=False)
+
+
+def print_downscale(result: Any, dst: Any, *, summary: bool) -> None:
+    """A ``DownscaleResult``: its one-line summary on stdout (unless ``summary`` is off, under
+    ``--json``), and every failed file with its reason on stderr."""
+    if summary:
+        hint = " (outputs exist; --overwrite replaces them)" if result.skipped else ""
+        click.echo(f"{len(result.written)} written, {len(result.skipped)} skipped{hint}, "
+                   f"{len(result.failed)} failed; {result.megapixels:.1f} HR MP in {result.seconds:.1f} s "
+                   f"-> {dst}")
+    for path, reason in result.failed:
+        click.echo(f"srpipe: failed: {path}: {reason}", err=True)
+
+
+def print_info(info: Any) -> None:
+    """A ``ModelInfo`` as aligned ``key value`` lines on stdout."""
+    click.echo(f"{'file':30} {info.path}")
+    if not info.srpipe:
+        click.echo("(no srpipe metadata: not exported by srpipe export)")
+    for key, value in info.props.items():
+        click.echo(f"{key:30} {value if value != '' else '-'}")
