@@ -181,3 +181,27 @@ def test_after_warm_no_call_compiles_again(rng: np.random.Generator) -> None:
             for view in (img, img[::2, 1:], img[:, :, 0], np.flipud(img)):
                 imresize(view, scale, boundary="replicate")
     assert len(kernel.signatures) == before == 4
+
+
+def test_numba_disable_jit_keeps_the_blas_route(monkeypatch: pytest.MonkeyPatch,
+                                                caplog: pytest.LogCaptureFixture,
+                                                rng: np.random.Generator) -> None:
+    # Under NUMBA_DISABLE_JIT numba returns the Python loops, minutes per image: never use them.
+    import numba
+
+    monkeypatch.setattr(numba.config, "DISABLE_JIT", True)
+    windowed._compiled.cache_clear()
+    try:
+        with pytest.raises(RuntimeError, match="NUMBA_DISABLE_JIT"):
+            windowed.warm()
+        _FreshProcess(monkeypatch, windowed.warm)
+        monkeypatch.setattr(windowed, "WARM_AFTER_VALUES", 1)
+        img = smooth_image(rng, 23, 17, 3)
+        with caplog.at_level(logging.WARNING, logger="srpipe.imaging.windowed"):
+            assert np.array_equal(imresize(img, 1 / 3), reference_imresize(img, 1 / 3))
+            for thread in threading.enumerate():
+                if thread.name == "srpipe-resize-kernel":
+                    thread.join(timeout=30)
+        assert "NUMBA_DISABLE_JIT is set" in caplog.text and not windowed.ready()
+    finally:
+        windowed._compiled.cache_clear()

@@ -76,9 +76,13 @@ def _window_rows(src: np.ndarray, pad_index: np.ndarray, start: np.ndarray, weig
 @cache
 def _compiled() -> Callable[..., None]:
     """The JIT dispatcher; each variant compiles on first use (under a second), then loads from the
-    disk cache beside this module or in the user's cache folder (NUMBA_CACHE_DIR picks another)."""
+    disk cache beside this module or in the user's cache folder (NUMBA_CACHE_DIR picks another).
+    ``NUMBA_DISABLE_JIT=1`` raises here, which keeps a process on the BLAS route: the way to opt
+    out of the kernel."""
     import numba
 
+    if getattr(numba.config, "DISABLE_JIT", False):  # njit would return the Python loops: slow
+        raise RuntimeError("NUMBA_DISABLE_JIT is set, so the kernel would run as plain Python")
     try:
         return numba.njit(cache=True, nogil=True, fastmath={"contract"})(_window_rows)  # type: ignore[no-any-return]
     except RuntimeError as exc:  # no writable cache location: compile on every run instead
