@@ -1,4 +1,5 @@
-"""Stage configurations and the one loader that builds them from TOML.
+"""Stage configurations, and loading them from pipeline files (the typed loader itself, which
+rejects unknown keys, is :mod:`srpipe.typed_toml`).
 
 A pipeline file (``pipelines/<name>.toml``) holds one table per stage::
 
@@ -17,22 +18,23 @@ TOML values and applied with ``dataclasses.replace``. Nothing else flows around 
 
 from __future__ import annotations
 
-import dataclasses
 import sys
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Literal
 
 from srpipe.errors import ConfigError
+from srpipe.typed_toml import apply_overrides, from_dict
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
-T = TypeVar("T")
+__all__ = ["DIV2K_RGB_MEAN", "Boundary", "EvaluateConfig", "ExportConfig", "ModelConfig", "Pipeline",
+           "PrepareConfig", "ProcessConfig", "TrainConfig", "Weights", "apply_overrides", "find_pipeline",
+           "from_dict", "load_pipeline", "pipeline_dirs"]
+
 Boundary = Literal["mirror", "replicate"]
 Weights = Literal["ema", "raw"]  # which weights of a training checkpoint: its EMA average or the raw ones
 DIV2K_RGB_MEAN = (0.4488, 0.4371, 0.4040)
@@ -209,111 +211,3 @@ def load_pipeline(name_or_path: str | Path) -> Pipeline:
         raise ConfigError(f"{path}: cannot read pipeline: {exc}") from exc
     data.setdefault("name", path.stem)
     return from_dict(Pipeline, data, source=str(path))
-
-
-def from_dict(cls: type[T], data: dict[str, Any], *, source: str, prefix: str = "") -> T:
-    """Build dataclass ``cls`` from parsed TOML, checking every key and value."""
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    kwargs: dict[str, Any] = {}
-    for key, value in data.items():
-        dotted = f"{prefix}{key}"
-        if key not in names:
-            raise ConfigError(f"{source}: unknown key '{dotted}' (known: {', '.join(sorted(names))})")
-        kwargs[key] = _coerce(hints[key], value, source=source, key=dotted)
-    try:
-        obj = cls(**kwargs)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{source}: {prefix.rstrip('.') or 'config'}: {exc}") from exc
-    return obj
-
-
-def apply_overrides(obj: T, assignments: list[str] | tuple[str, ...], *, source: str = "--set") -> T:
-    """Return ``obj`` with ``key=value`` assignments applied (dotted keys reach nested configs).
-
-    Values are TOML literals (``lr=2e-4``, ``betas=[0.9, 0.99]``, ``loss="charbonnier"``); a bare word that
-    is not valid TOML is taken as a string (``loss=charbonnier``).
-    """
-    for assignment in assignments:
-        key, sep, text = assignment.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise ConfigError(f"{source}: expected key=value, got '{assignment}'")
-        try:
-            value = tomllib.loads(f"v = {text.strip()}")["v"]
-        except tomllib.TOMLDecodeError:
-            value = text.strip()
-        obj = _replace_path(obj, key.split("."), value, source=source, dotted=key)
-    return obj
-
-
-def _replace_path(obj: Any, parts: list[str], value: Any, *, source: str, dotted: str) -> Any:
-    names = {f.name for f in dataclasses.fields(obj)}
-    head = parts[0]
-    if head not in names:
-        raise ConfigError(f"{source}: unknown key '{dotted}' (known here: {', '.join(sorted(names))})")
-    if len(parts) > 1:
-        child = getattr(obj, head)
-        if not dataclasses.is_dataclass(child):
-            raise ConfigError(f"{source}: '{dotted}': '{head}' has no sub-keys")
-        new = _replace_path(child, parts[1:], value, source=source, dotted=dotted)
-    else:
-        new = _coerce(typing.get_type_hints(type(obj))[head], value, source=source, key=dotted)
-    return dataclasses.replace(obj, **{head: new})
-
-
-def _coerce(tp: Any, value: Any, *, source: str, key: str) -> Any:
-    """Check ``value`` against annotation ``tp`` and convert it (lists to tuples, str to Path, ...)."""
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-
-    def bad(expected: str) -> ConfigError:
-        return ConfigError(f"{source}: key '{key}' must be {expected}, got {value!r}")
-
-    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise bad("a table")
-        return from_dict(tp, value, source=source, prefix=f"{key}.")
-    if origin is Literal:
-        if value not in args:
-            raise bad("one of " + ", ".join(repr(a) for a in args))
-        return value
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in (a for a in args if a is not type(None)):
-            try:
-                return _coerce(arg, value, source=source, key=key)
-            except ConfigError as exc:
-                errors.append(exc)
-        raise errors[0]
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise bad("an array")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_coerce(args[0], v, source=source, key=key) for v in value)
-        if len(value) != len(args):
-            raise bad(f"an array of {len(args)} values")
-        return tuple(_coerce(a, v, source=source, key=key) for a, v in zip(args, value, strict=True))
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise bad("true or false")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise bad("an integer")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise bad("a number")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise bad("a string")
-        return value
-    if tp is Path:
-        if not isinstance(value, str):
-            raise bad("a path string")
-        return Path(value)
-    raise ConfigError(f"{source}: key '{key}' has an unsupported type {tp!r}")  # pragma: no cover
