@@ -19,11 +19,11 @@ from srpipe.imaging.kernel import axis_plan, exact_weights
 from srpipe.imaging.resize import imresize
 
 
-def _x2_case(dtype: type = np.uint8) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]:
+def _x2_case() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]:
     plan = axis_plan(22, 11, 0.5, "mirror")
-    exact = exact_weights(22, 11, 0.5, "mirror", int(np.iinfo(dtype).max))
+    exact = exact_weights(22, 11, 0.5, "mirror", 255)
     assert exact is not None
-    src = np.arange(22 * 5, dtype=dtype).reshape(22, 5)
+    src = np.arange(22 * 5, dtype=np.uint8).reshape(22, 5)
     return src, plan.pad_index, plan.start, exact[0], exact[1]
 
 
@@ -94,6 +94,13 @@ def test_integer_factors_take_the_kernel_once_ready_and_blas_before(monkeypatch:
     assert calls == [f"blas {40 * 28 * 3}", f"blas {28 * 3 * 10}"]  # input values of each pass
 
 
+def _join_warming_thread() -> None:
+    """Wait (at most 30 s) for the background warm-up thread, if one is running."""
+    for thread in threading.enumerate():
+        if thread.name == "srpipe-resize-kernel":
+            thread.join(timeout=30)
+
+
 class _FreshProcess:
     """The module's per-process state as a new process has it, with ``warm`` replaced."""
 
@@ -125,9 +132,7 @@ def test_warming_starts_once_after_enough_blas_work_and_nobody_waits(monkeypatch
     windowed.note_blas_pass(10**12)
     assert threads == ["srpipe-resize-kernel"]  # one warming thread per process, however much work
     release.set()
-    for thread in threading.enumerate():
-        if thread.name == "srpipe-resize-kernel":
-            thread.join(timeout=30)
+    _join_warming_thread()
     assert windowed.ready()
 
 
@@ -149,9 +154,7 @@ def test_a_failed_warm_up_is_logged_and_blas_carries_on(monkeypatch: pytest.Monk
     img = smooth_image(rng, 23, 17, 3)
     with caplog.at_level(logging.WARNING, logger="srpipe.imaging.windowed"):
         assert np.array_equal(imresize(img, 1 / 2), reference_imresize(img, 1 / 2))
-        for thread in threading.enumerate():
-            if thread.name == "srpipe-resize-kernel":
-                thread.join(timeout=30)
+        _join_warming_thread()
     assert "compiled resize kernel is unavailable (numba is broken here)" in caplog.text
     assert not windowed.ready() and np.array_equal(imresize(img, 1 / 2), reference_imresize(img, 1 / 2))
 
@@ -199,9 +202,7 @@ def test_numba_disable_jit_keeps_the_blas_route(monkeypatch: pytest.MonkeyPatch,
         img = smooth_image(rng, 23, 17, 3)
         with caplog.at_level(logging.WARNING, logger="srpipe.imaging.windowed"):
             assert np.array_equal(imresize(img, 1 / 3), reference_imresize(img, 1 / 3))
-            for thread in threading.enumerate():
-                if thread.name == "srpipe-resize-kernel":
-                    thread.join(timeout=30)
+            _join_warming_thread()
         assert "NUMBA_DISABLE_JIT is set" in caplog.text and not windowed.ready()
     finally:
         windowed._compiled.cache_clear()
