@@ -30,15 +30,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from process_throughput import load, photos
 
 from srpipe.config import ProcessConfig
+from srpipe.contract import MetaKey, describe
 from srpipe.infer.runner import process
-from srpipe.infer.session import BUNDLED_DIR, MetaKey, read_model_info
-from srpipe.infer.upscaler import OnnxUpscaler
+from srpipe.infer.session import BUNDLED_DIR
+from srpipe.infer.upscaler import TiledUpscaler
 from srpipe.workspace import Workspace
 
 
 def run_once(model: Path, src: Path, out: Path, *, ensemble: bool) -> tuple[float, float, str]:
     """One ``process`` of ``src`` into a fresh ``out``: (seconds, output MP, provider)."""
-    upscaler = OnnxUpscaler.open(model, device="auto", ensemble=ensemble)
+    upscaler = TiledUpscaler.open(model, device="auto", ensemble=ensemble)
     start = time.perf_counter()
     report = process(src, out, ProcessConfig(ensemble=ensemble, overwrite=True), workspace=Workspace(out),
                      upscaler=upscaler)
@@ -63,7 +64,7 @@ def main() -> None:
         src = Path(tmp) / "in"
         photos(src, args.images)
         for model in models:
-            info = read_model_info(model)
+            info = describe(model)
             s = info.scale
             mflop_out = float(info.props[MetaKey.MFLOP]) / s**2
             plain, ens, ratios = [], [], []

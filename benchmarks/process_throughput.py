@@ -17,7 +17,7 @@ the load average is printed beside it.
    from ../shared, else synthetic 481×321), default settings: output MP/s, and useful GFLOP/s = whole-
    image model FLOPs / wall time (overlap counted as waste) divided by the conv2d GFLOP/s measured just
    before and after that run (target >= 0.75).
-4. Inference only, same weights, same tile size: ``OnnxUpscaler`` against a crop-only PyTorch tile loop
+4. Inference only, same weights, same tile size: ``TiledUpscaler`` against a crop-only PyTorch tile loop
    written like Real-ESRGAN's ``tile_process`` (tile_pad 10, no blending) (target >= 1.3x), and the PSNR
    of each tiled output against whole-image inference.
 5. Batching (1 vs 4 tiles per call) and IO binding (on vs off) on the CPU provider, tile 96.
@@ -46,7 +46,7 @@ from srpipe.export import export_model
 from srpipe.imaging.io import read_image, write_image
 from srpipe.infer.runner import process
 from srpipe.infer.session import cpu_threads
-from srpipe.infer.upscaler import OnnxUpscaler
+from srpipe.infer.upscaler import TiledUpscaler
 from srpipe.model.edsr import build_model, preset_config
 from srpipe.workspace import Workspace
 
@@ -134,11 +134,11 @@ import sys, time
 from pathlib import Path
 from srpipe.config import ProcessConfig
 from srpipe.infer.runner import process
-from srpipe.infer.upscaler import OnnxUpscaler
+from srpipe.infer.upscaler import TiledUpscaler
 from srpipe.workspace import Workspace
 def hwm():  # VmHWM belongs to this address space: unlike ru_maxrss it does not survive exec()
     return int(Path("/proc/self/status").read_text().split("VmHWM:")[1].split()[0]) / 1024
-up = OnnxUpscaler.open(Path(sys.argv[1]), device="cpu")
+up = TiledUpscaler.open(Path(sys.argv[1]), device="cpu")
 base = hwm()
 t = time.perf_counter()
 rep = process(Path(sys.argv[2]), Path(sys.argv[3]), ProcessConfig(), workspace=Workspace(Path(sys.argv[3])),
@@ -189,7 +189,7 @@ def main() -> None:
         "useful_over_conv_peak_median": round(statistics.median(ratios), 3), "load": load()}
 
     # 4. inference only against a Real-ESRGAN-style crop loop, same weights and tile size
-    ours = OnnxUpscaler.open(exported.path, device="cpu", tile=tile)
+    ours = TiledUpscaler.open(exported.path, device="cpu", tile=tile)
     speedups, t_ours, t_torch, outs = [], [], [], {}
     for _ in range(args.rounds):
         for k, im in enumerate(imgs):
@@ -199,7 +199,7 @@ def main() -> None:
             t_ours.append(a)
             t_torch.append(b)
             speedups.append(b / a)
-    whole = OnnxUpscaler.open(exported.path, device="cpu", tile=0)
+    whole = TiledUpscaler.open(exported.path, device="cpu", tile=0)
     refs = [whole(im).astype(np.int64) for im in imgs]
     res["vs_torch_tile_loop"] = {
         "tile": tile, "srpipe_s": round(statistics.median(t_ours), 2),
@@ -214,9 +214,9 @@ def main() -> None:
     del whole, refs
 
     # 5. batching and IO binding on the CPU provider (small tiles, so there are many to batch)
-    variants = {"batch1": OnnxUpscaler.open(exported.path, device="cpu", tile=96, batch=1),
-                "batch4": OnnxUpscaler.open(exported.path, device="cpu", tile=96, batch=4),
-                "no_io_binding": OnnxUpscaler.open(exported.path, device="cpu", tile=96, batch=1,
+    variants = {"batch1": TiledUpscaler.open(exported.path, device="cpu", tile=96, batch=1),
+                "batch4": TiledUpscaler.open(exported.path, device="cpu", tile=96, batch=4),
+                "no_io_binding": TiledUpscaler.open(exported.path, device="cpu", tile=96, batch=1,
                                                    io_binding=False)}
     times: dict[str, list[float]] = {k: [] for k in variants}
     for _ in range(args.rounds):

@@ -66,17 +66,23 @@ def cli(ctx: click.Context, verbose: int, quiet: bool, workspace: Path | None) -
               help="Override a setting: scales=[2,4], hr_size=240, stride=120, boundary=replicate, "
                    "valid_count=20, workers=0, max_pixels=..., seed=1.")
 @click.option("--force", is_flag=True, help="Rebuild stores made with other settings or inputs.")
+@click.option("--max-pixels", type=click.IntRange(min=1), default=None,
+              help="Refuse images with more pixels (decompression-bomb guard) [178956970].")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable summary on stdout.")
 @click.pass_context
 def prepare_command(ctx: click.Context, root: Path, out: Path | None, pipeline: str | None,
-                    assignments: tuple[str, ...], force: bool, as_json: bool) -> None:
+                    assignments: tuple[str, ...], force: bool, max_pixels: int | None, as_json: bool) -> None:
     """DIV2K (or any folder of photos) -> HDF5 patch stores with MATLAB-bicubic LR (docs/prepare.md).
 
     Exits 1 when an input could not be read or no training sub-image came out."""
+    import dataclasses
+
     from srpipe.config import PrepareConfig, apply_overrides, load_pipeline
     from srpipe.data.prepare import prepare
 
     cfg = apply_overrides(load_pipeline(pipeline).prepare if pipeline else PrepareConfig(), assignments)
+    if max_pixels is not None:
+        cfg = dataclasses.replace(cfg, max_pixels=max_pixels)
     with progress_bars(not as_json) as progress:
         summary = prepare(root, out or ctx.obj.stores, cfg, force=force, progress=progress)
     if as_json:
@@ -96,17 +102,21 @@ def prepare_command(ctx: click.Context, root: Path, out: Path | None, pipeline: 
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs (default: skip them).")
 @click.option("-j", "--workers", type=click.IntRange(min=0), default=0, show_default=True,
               help="Image processes; 0 = one per CPU core, 1 = no extra process.")
+@click.option("--max-pixels", type=click.IntRange(min=1), default=None,
+              help="Refuse images with more pixels (decompression-bomb guard) [178956970].")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable result on stdout.")
 @click.pass_context
 def downscale_command(ctx: click.Context, src: Path, scale: int, dst: Path, boundary: str, overwrite: bool,
-                      workers: int, as_json: bool) -> None:
+                      workers: int, max_pixels: int | None, as_json: bool) -> None:
     """MATLAB-bicubic LR copies of an image or folder tree: modcrop to a multiple of S, then
     imresize(1/S), written as PNG under the same relative paths and stems."""
     from srpipe.imaging.downscale import downscale_tree
+    from srpipe.imaging.io import DEFAULT_MAX_PIXELS
 
     with progress_bars(not as_json) as progress:
         result = downscale_tree(src, dst, scale=scale, boundary=boundary,  # type: ignore[arg-type]
-                                overwrite=overwrite, workers=workers, progress=progress)
+                                overwrite=overwrite, max_pixels=max_pixels or DEFAULT_MAX_PIXELS,
+                                workers=workers, progress=progress)
     if as_json:
         emit_json(result.as_dict())
     render.print_downscale(result, dst, summary=not as_json)
@@ -153,34 +163,43 @@ def train_command(ctx: click.Context, pipeline: str | None, assignments: tuple[s
 
 
 @cli.command("evaluate")
-@click.argument("model", required=False, default="default")
+@click.argument("model", required=False, default=None)
 @click.option("--hr", "hr_dir", required=True, type=click.Path(path_type=Path, file_okay=False, exists=True),
               help="Folder of HR (ground-truth) images.")
 @click.option("--lr", "lr_dir", type=click.Path(path_type=Path, file_okay=False, exists=True), default=None,
               help="Folder of LR images paired by name (<name>x<s>, _HR->_LR, or the same name). "
                    "Default: made from HR with MATLAB bicubic.")
-@click.option("--scale", type=click.IntRange(2, 8), default=None, help="Scale (default: the model's).")
+@click.option("-s", "--scale", type=click.IntRange(2, 8), default=None, help="Scale (default: the model's).")
 @click.option("--shave", type=click.IntRange(0), default=None, help="Border px ignored (default: the scale).")
 @click.option("--boundary", type=click.Choice(["mirror", "replicate"]), default=None,
               help="imresize boundary when generating LR (default mirror, as MATLAB).")
 @click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default=None)
 @click.option("--tile", type=click.IntRange(0), default=None, help="LR tile side (0 = whole image).")
+@click.option("--overlap", type=click.IntRange(0), default=None, help="LR tile overlap [the model's].")
+@click.option("--backend", type=click.Choice(["auto", "onnxruntime", "openvino"]), default=None,
+              help="What runs an ONNX model [auto: CUDA, else OpenVINO bf16 where the CPU has it, else ORT].")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default=None,
+              help="CPU arithmetic: bf16 (OpenVINO) is about 2x faster where the CPU supports it [fp32].")
 @click.option("--ensemble", is_flag=True, help="Self-ensemble (EDSR+): mean of 8 flips/rotations.")
 @click.option("--weights", type=click.Choice(["ema", "raw"]), default=None,
               help="Training checkpoints: EMA weights (when present) or raw weights [ema].")
 @click.option("--save", "save_dir", type=click.Path(path_type=Path), default=None, help="Write SR PNGs here.")
 @click.option("--compare", "compare_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Write a bicubic | model | HR crop picture (e.g. compare.png).")
+@click.option("--max-pixels", type=click.IntRange(min=1), default=None,
+              help="Refuse images with more pixels (decompression-bomb guard) [178956970].")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable results on stdout.")
 @click.pass_context
-def evaluate_command(ctx: click.Context, model: str, hr_dir: Path, lr_dir: Path | None, scale: int | None,
-                     shave: int | None, boundary: str | None, device: str | None, tile: int | None,
+def evaluate_command(ctx: click.Context, model: str | None, hr_dir: Path, lr_dir: Path | None,
+                     scale: int | None, shave: int | None, boundary: str | None, device: str | None,
+                     tile: int | None, overlap: int | None, backend: str | None, precision: str | None,
                      ensemble: bool, weights: str | None, save_dir: Path | None, compare_path: Path | None,
-                     as_json: bool) -> None:
+                     max_pixels: int | None, as_json: bool) -> None:
     """PSNR/SSIM of MODEL beside bicubic, the papers' protocol (Y and RGB, shave = scale).
 
     MODEL: an srpipe checkpoint or run directory, an EDSR-PyTorch .pt or BasicSR .pth file, an exported
-    .onnx model, 'bicubic', or 'default' (the bundled model of --scale; also when MODEL is left out).
+    .onnx model, 'bicubic', or 'default' (the bundled model of --scale). Left out: the model process
+    would choose (the newest workspace export of --scale that is not an install check, else the bundled).
     """
     import dataclasses
 
@@ -188,11 +207,13 @@ def evaluate_command(ctx: click.Context, model: str, hr_dir: Path, lr_dir: Path 
     from srpipe.evaluate import evaluate
 
     given: dict[str, Any] = {"scale": scale, "shave": shave, "boundary": boundary, "device": device,
-                             "tile": tile, "ensemble": ensemble or None, "weights": weights}
+                             "tile": tile, "tile_overlap": overlap, "backend": backend,
+                             "precision": precision, "ensemble": ensemble or None,
+                             "weights": weights, "max_pixels": max_pixels}
     cfg = dataclasses.replace(EvaluateConfig(), **{k: v for k, v in given.items() if v is not None})
     with progress_bars() as progress:
         result = evaluate(model, hr_dir, lr_dir=lr_dir, cfg=cfg, save_dir=save_dir, compare=compare_path,
-                          progress=progress)
+                          progress=progress, workspace=ctx.obj)
     if as_json:
         emit_json(result.to_dict())
     else:
@@ -246,11 +267,14 @@ def info_command(ctx: click.Context, model: str, scale: int, as_json: bool) -> N
     """Print what an ONNX model says about itself (scale, size, receptive field, overlap, PSNR, ...).
 
     MODEL: an .onnx file, or 'default' for the bundled model of --scale."""
-    from srpipe.infer.session import find_model, read_model_info
+    from srpipe.infer.measured import describe_model
+    from srpipe.infer.session import find_model
 
-    info = read_model_info(find_model(scale, model=model, workspace=ctx.obj))
+    info = describe_model(find_model(scale, model=model, workspace=ctx.obj), ctx.obj.cache)
     if as_json:
-        emit_json({"path": str(info.path), "srpipe": info.srpipe, **info.props})
+        emit_json({"path": str(info.path), "srpipe": info.srpipe, **render.json_props(info.props),
+                   "scale": info.scale, "tile_overlap": info.overlap,
+                   "tile_overlap_source": info.overlap_source})
     else:
         render.print_info(info)
 
@@ -271,7 +295,15 @@ def info_command(ctx: click.Context, model: str, scale: int, as_json: bool) -> N
 @click.option("--quality", type=click.IntRange(1, 100), default=None, help="JPEG/WebP quality [95].")
 @click.option("--overwrite", is_flag=True, default=None, help="Redo files whose output exists.")
 @click.option("--ensemble", is_flag=True, default=None, help="Average 8 flips/rotations (8x slower).")
-@click.option("--threads", type=click.IntRange(0), default=None, help="ONNX Runtime threads [all cores].")
+@click.option("--threads", type=click.IntRange(0), default=None, help="Inference threads [all cores].")
+@click.option("--backend", type=click.Choice(["auto", "onnxruntime", "openvino"]), default=None,
+              help="What runs an ONNX model [auto: CUDA, else OpenVINO bf16 where the CPU has it, else ORT].")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default=None,
+              help="CPU arithmetic: bf16 (OpenVINO) is about 2x faster where the CPU supports it [auto].")
+@click.option("--max-pixels", type=click.IntRange(min=1), default=None,
+              help="Refuse images with more pixels (decompression-bomb guard) [178956970].")
+@click.option("--memory-budget", type=click.IntRange(min=1), default=None, metavar="MIB",
+              help="Refuse files whose image data would need more memory (estimated from the header) [2048].")
 @click.option("--shard", default=None, metavar="K/N", help="Do shard K of N (0-based) [RANK/WORLD_SIZE].")
 @click.option("--pipeline", default=None, help="Start from the [process] table of this pipeline.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable report on stdout.")

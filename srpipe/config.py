@@ -12,16 +12,23 @@ A pipeline file (``pipelines/<name>.toml``) holds one table per stage::
     scale = 4
 
 Each table becomes the stage's frozen dataclass. Unknown keys, wrong types and bad values raise
-``ConfigError`` naming the file and the dotted key. Overrides (``--set model.n_feats=32``) are parsed as
+``ConfigError`` naming the file and the dotted key. Every dataclass checks its own values when it is
+built (``__post_init__``: ranges, choices), so a bad value is refused however it arrives (file,
+``--set``, command-line option, library call) and before any command creates anything. Overrides
+(``--set model.n_feats=32``) are parsed as
 TOML values and applied with ``dataclasses.replace``. Nothing else flows around as a dict.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import sys
+import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from srpipe.errors import ConfigError
 from srpipe.typed_toml import apply_overrides, from_dict
@@ -38,6 +45,43 @@ __all__ = ["DIV2K_RGB_MEAN", "Boundary", "EvaluateConfig", "ExportConfig", "Mode
 Boundary = Literal["mirror", "replicate"]
 Weights = Literal["ema", "raw"]  # which weights of a training checkpoint: its EMA average or the raw ones
 DIV2K_RGB_MEAN = (0.4488, 0.4371, 0.4040)
+
+Rule = tuple[Callable[[Any], bool], str]  # (accepts the value, what "must be" says otherwise)
+
+
+def _finite(v: Any) -> bool:
+    return not isinstance(v, float) or math.isfinite(v)
+
+
+AT_LEAST_0: Rule = (lambda v: _finite(v) and v >= 0, ">= 0")
+AT_LEAST_1: Rule = (lambda v: v >= 1, ">= 1")
+ABOVE_0: Rule = (lambda v: _finite(v) and v > 0, "> 0")
+AUTO_OR_SCALE: Rule = (lambda v: v == 0 or v >= 2, "0 (automatic) or an integer >= 2")
+UNIT_OPEN: Rule = (lambda v: 0 <= v < 1, "in [0, 1)")
+
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    if cls not in _HINTS:
+        _HINTS[cls] = typing.get_type_hints(cls)
+    return _HINTS[cls]
+
+
+def check_values(obj: Any, section: str, rules: dict[str, Rule]) -> None:
+    """Raise ``ConfigError`` "<section>.<key>: must be ..., got ..." for the first field of dataclass
+    ``obj`` outside its ``Literal`` choices or failing its rule."""
+    hints = _hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        hint = hints[f.name]
+        if typing.get_origin(hint) is Literal and value not in typing.get_args(hint):
+            choices = ", ".join(repr(a) for a in typing.get_args(hint))
+            raise ConfigError(f"{section}.{f.name}: must be one of {choices}, got {value!r}")
+        rule = rules.get(f.name)
+        if rule is not None and not rule[0](value):
+            raise ConfigError(f"{section}.{f.name}: must be {rule[1]}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -58,6 +102,13 @@ class PrepareConfig:
     workers: int = 2  # decode/resize processes; 0 = one per CPU core
     seed: int = 0  # varies the held-out validation split of a plain folder
 
+    def __post_init__(self) -> None:
+        check_values(self, "prepare", {
+            "scales": (lambda v: bool(v) and all(s >= 2 for s in v) and len(set(v)) == len(v),
+                       "distinct integers >= 2"),
+            "hr_size": AT_LEAST_1, "stride": AT_LEAST_1, "patch_size": AT_LEAST_1, "valid_count": AT_LEAST_0,
+            "max_pixels": AT_LEAST_1, "workers": AT_LEAST_0})
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -69,6 +120,12 @@ class ModelConfig:
     n_feats: int = 64
     res_scale: float = 1.0
     rgb_mean: tuple[float, float, float] = DIV2K_RGB_MEAN
+
+    def __post_init__(self) -> None:
+        check_values(self, "train.model", {
+            "scale": (lambda v: v in (2, 3, 4), "2, 3 or 4 (EDSR's upsamplers)"),
+            "n_resblocks": AT_LEAST_1, "n_feats": AT_LEAST_1, "res_scale": ABOVE_0,
+            "rgb_mean": (lambda v: all(_finite(m) and 0 <= m <= 1 for m in v), "three values in [0, 1]")})
 
 
 @dataclass(frozen=True)
@@ -122,6 +179,17 @@ class TrainConfig:
     device: Literal["auto", "cuda", "cpu"] = "auto"
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        check_values(self, "train", {
+            "batch_size": AT_LEAST_1, "patch_size": AT_LEAST_1, "iterations": AT_LEAST_1, "lr": ABOVE_0,
+            "betas": (lambda v: all(0 <= b < 1 for b in v), "two values in [0, 1)"), "eps": ABOVE_0,
+            "weight_decay": AT_LEAST_0, "milestones": (lambda v: all(m >= 1 for m in v), "iterations >= 1"),
+            "gamma": ABOVE_0, "min_lr": AT_LEAST_0, "warmup_iterations": AT_LEAST_0,
+            "charbonnier_eps": ABOVE_0, "grad_clip": AT_LEAST_0, "ema_decay": UNIT_OPEN,
+            "workers": AT_LEAST_0, "threads": AT_LEAST_0, "val_every": AT_LEAST_0, "val_images": AT_LEAST_0,
+            "val_tile": AT_LEAST_0, "early_stop_patience": AT_LEAST_0, "log_every": AT_LEAST_1,
+            "checkpoint_every": AT_LEAST_1, "max_bad_steps": AT_LEAST_1})
+
 
 @dataclass(frozen=True)
 class ExportConfig:
@@ -132,6 +200,9 @@ class ExportConfig:
     atol: float = 1e-4  # max |ONNX Runtime - PyTorch| allowed for fp32, on [0, 1] outputs
     fp16_atol: float = 1e-2  # the same for --fp16 (against PyTorch fp32; 1e-2 = 2.55 8-bit codes)
     weights: Weights = "ema"  # a checkpoint's EMA weights (when it has them) or its raw weights
+
+    def __post_init__(self) -> None:
+        check_values(self, "export", {"atol": ABOVE_0, "fp16_atol": ABOVE_0})
 
 
 @dataclass(frozen=True)
@@ -149,7 +220,19 @@ class ProcessConfig:
     ensemble: bool = False  # average the 8 flips/rotations (EDSR+): 8x the compute
     extensions: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
     max_pixels: int = 178_956_970  # per input image (decompression-bomb guard)
-    threads: int = 0  # ONNX Runtime intra-op threads; 0 = all cores
+    memory_budget: int = 2048  # MiB of image data per file, estimated from its header (infer.budget)
+    threads: int = 0  # inference threads; 0 = all cores
+    backend: Literal["auto", "onnxruntime", "openvino"] = "auto"  # infer.backends.open_onnx_backend
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # CPU: bf16 (OpenVINO) where the CPU has it
+
+    def __post_init__(self) -> None:
+        check_values(self, "process", {
+            "scale": AUTO_OR_SCALE, "tile": AT_LEAST_0, "overlap": AT_LEAST_0, "batch": AT_LEAST_0,
+            "quality": (lambda v: 1 <= v <= 100, "in 1..100"), "max_pixels": AT_LEAST_1,
+            "memory_budget": AT_LEAST_1,
+            "extensions": (lambda v: bool(v) and all(e.startswith(".") for e in v),
+                           "suffixes such as \".png\""),
+            "threads": AT_LEAST_0})
 
 
 @dataclass(frozen=True)
@@ -160,13 +243,22 @@ class EvaluateConfig:
     shave: int = -1  # border pixels ignored on each side; -1 = the scale, as the papers do
     boundary: Boundary = "mirror"  # imresize boundary when LR is generated from HR (no --lr)
     device: Literal["auto", "cuda", "cpu"] = "auto"
-    tile: int = 0  # LR tile side for PyTorch models; 0 = whole image at once
-    tile_overlap: int = 16  # LR pixels shared by neighbouring tiles (PyTorch; ONNX uses its measured overlap)
+    tile: int = 0  # LR tile side; 0 = whole image at once
+    tile_overlap: int = 0  # LR pixels shared by neighbouring tiles; 0 = the model's (ONNX metadata or
+    #                        measured; checkpoints: 3 x the receptive radius, exact)
+    backend: Literal["auto", "onnxruntime", "openvino"] = "auto"  # for ONNX models
+    precision: Literal["auto", "fp32", "bf16"] = "fp32"  # fp32: scores comparable across machines
     ensemble: bool = False  # EDSR+ self-ensemble: mean over the 8 flips/rotations
     weights: Weights = "ema"  # training checkpoints: EMA weights (when present) or the raw weights
     max_pixels: int = 178_956_970
     compare_images: int = 2  # rows in the --compare picture (largest Y-PSNR gains)
     compare_crop: int = 96  # HR pixels per crop side
+
+    def __post_init__(self) -> None:
+        check_values(self, "evaluate", {
+            "scale": AUTO_OR_SCALE, "shave": (lambda v: v >= -1, ">= 0 (or -1: the scale)"),
+            "tile": AT_LEAST_0, "tile_overlap": AT_LEAST_0, "max_pixels": AT_LEAST_1,
+            "compare_images": AT_LEAST_0, "compare_crop": AT_LEAST_1})
 
 
 @dataclass(frozen=True)
@@ -175,10 +267,16 @@ class Pipeline:
 
     name: str = "default"
     description: str = ""
+    # Install checks: when train finds no stores (and train.stores is unset), it prepares its own from
+    # this many generated images (srpipe.data.synthetic) under <workspace>/synthetic/<name>/; 0 = never.
+    synthetic_images: int = 0
     prepare: PrepareConfig = field(default_factory=PrepareConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     process: ProcessConfig = field(default_factory=ProcessConfig)
+
+    def __post_init__(self) -> None:
+        check_values(self, "pipeline", {"synthetic_images": AT_LEAST_0})
 
 
 def pipeline_dirs() -> list[Path]:

@@ -1,11 +1,11 @@
 """``srpipe evaluate``: score an upscaler against HR images, beside the bicubic baseline (docs/evaluate.md).
 
-An **upscaler** is anything satisfying :class:`Upscaler`: ``name``, ``scale`` and a call mapping an
-8-bit RGB LR image (``H×W×3`` uint8) to the SR image (``sH×sW×3`` float32 on the [0, 1] scale,
-unclamped). Returning float keeps wrappers such as a self-ensemble (average of 8 flips/rotations)
-exact; :func:`upscale_image` quantises once at the end, as saving would. Gray images are replicated
-to RGB for the upscaler and reduced back (channel mean) afterwards; RGBA loses its alpha and 16-bit
-images are reduced to 8 bits, because the papers' protocol is defined on 8-bit images.
+An **upscaler** is anything satisfying :class:`srpipe.upscale.Upscaler`: ``name``, ``scale``, ``notes``
+and a call mapping an 8-bit gray or RGB LR image to the 8-bit SR image of the same layout. Models run
+through the tiled engine (``srpipe.infer.upscaler``), which quantises once at the end, as saving would
+(a self-ensemble averages its 8 flips/rotations in float before that); gray images go through the
+model as RGB and come back as the channel mean. RGBA loses its alpha and 16-bit images are reduced to
+8 bits, because the papers' protocol is defined on 8-bit images.
 
 LR images come from ``lr_dir`` (paired by name, :func:`find_pairs`) or are generated from the HR
 image with the MATLAB-exact bicubic (modcrop, then ``imresize(hr, 1/s)``), which is how the benchmark
@@ -32,6 +32,7 @@ from srpipe.imaging.resize import imresize, modcrop
 from srpipe.metrics import Scores, score
 from srpipe.progress import ProgressFn, report
 from srpipe.upscale import BicubicUpscaler, Upscaler, open_upscaler, upscale_image
+from srpipe.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,10 @@ def list_images(folder: Path) -> list[Path]:
     """Image files directly inside ``folder`` (by suffix), sorted by name."""
     if not folder.is_dir():
         raise InputError(f"{folder}: not a folder")
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    try:
+        files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    except OSError as exc:
+        raise InputError(f"{folder}: cannot list the folder: {exc.strerror or exc}") from exc
     if not files:
         raise InputError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) found")
     return files
@@ -193,21 +197,25 @@ def _check_outputs(save_dir: Path | None, compare: Path | None, inputs: list[Pat
 
 
 def evaluate(
-    model: str | Path | Upscaler, hr_dir: Path, *, lr_dir: Path | None = None,
+    model: str | Path | Upscaler | None, hr_dir: Path, *, lr_dir: Path | None = None,
     cfg: EvaluateConfig | None = None, save_dir: Path | None = None, compare: Path | None = None,
-    progress: ProgressFn | None = None,
+    progress: ProgressFn | None = None, workspace: Workspace | None = None,
 ) -> EvaluationReport:
     """Upscale every LR image with ``model`` and bicubic, score both against HR (see module docstring).
 
-    ``model``: an :class:`Upscaler` or a spec for :func:`srpipe.upscale.open_upscaler`. ``save_dir``
+    ``model``: an :class:`Upscaler` or a spec for :func:`srpipe.upscale.open_upscaler` (None: the
+    model ``process`` would choose). ``save_dir``
     receives ``<name>.png`` SR images (atomic writes); ``compare`` the side-by-side picture of the
     ``cfg.compare_images`` images with the largest Y-PSNR gain. Bad images are recorded in
     ``failures`` and skipped; input-level problems (no images, unpaired files) raise ``SrpipeError``.
     """
     cfg = cfg or EvaluateConfig()
-    if isinstance(model, (str, Path)):
-        upscaler = open_upscaler(str(model), scale=cfg.scale, device=cfg.device, tile=cfg.tile,
+    if model is None or isinstance(model, (str, Path)):
+        upscaler = open_upscaler(None if model is None else str(model),
+                                 workspace=workspace or Workspace.resolve(), scale=cfg.scale,
+                                 device=cfg.device, tile=cfg.tile,
                                  tile_overlap=cfg.tile_overlap, ensemble=cfg.ensemble,
+                                 backend=cfg.backend, precision=cfg.precision,
                                  use_ema=cfg.weights == "ema")
     else:
         upscaler = model

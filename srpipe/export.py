@@ -3,9 +3,11 @@
 Contract (docs/export.md): one input ``INPUT_NAME`` and one output ``OUTPUT_NAME``
 (``srpipe.infer.session``), NCHW float32 RGB in [0, 1], dynamic batch/height/width, opset
 ``ExportConfig.opset`` (>= 17); PixelShuffle becomes DepthToSpace. ``metadata_props`` carry
-``session.MetaKey``: scale, architecture and size, FLOPs, theoretical and *measured* receptive radius,
+``contract.MetaKey``: scale, architecture and size, FLOPs, theoretical and *measured* receptive radius,
 the recommended tile overlap derived from the measurement (``infer.receptive``), training recipe hash,
-validation PSNR (when the checkpoint's weights are the validated best), precision, parity, version.
+validation PSNR (when the checkpoint's weights are the validated best), precision, parity, version, and
+the training pipeline's name with whether it is an install check (``synthetic_images`` set, as the
+smoke recipe): ``infer.session.find_model`` never picks such an export on its own.
 
 Verification before anything is written: ``onnx.checker`` (full), then ONNX Runtime (CPU) against
 PyTorch fp32 on 1×3×17×31 and 2×3×64×48 inputs: max |Δ| must be <= ``atol`` (fp32) or ``fp16_atol``
@@ -38,11 +40,11 @@ import torch
 from torch import nn
 
 from srpipe import __version__
-from srpipe.config import ExportConfig, ModelConfig
-from srpipe.errors import ExportError, InputError
+from srpipe.config import ExportConfig, ModelConfig, Pipeline, load_pipeline
+from srpipe.contract import INPUT_NAME, OUTPUT_NAME, MetaKey
+from srpipe.errors import ExportError, InputError, SrpipeError
 from srpipe.export_graph import Half, TailBeforeShuffle, export_graph, flops_per_lr_pixel, to_onnx_bytes
 from srpipe.infer.receptive import ReceptiveField, measure, test_card
-from srpipe.infer.session import INPUT_NAME, OUTPUT_NAME, MetaKey
 from srpipe.model.edsr import count_parameters, receptive_radius
 from srpipe.progress import ProgressFn, report
 from srpipe.workspace import Workspace
@@ -162,7 +164,7 @@ def verify(data: bytes, reference: nn.Module) -> float:
 
 
 def export_model(model: nn.Module, model_config: ModelConfig, out: Path, cfg: ExportConfig, *,
-                 source: str = "", record: TrainingRecord | None = None,
+                 source: str = "", record: TrainingRecord | None = None, pipeline: Pipeline | None = None,
                  progress: ProgressFn | None = None) -> ExportResult:
     """Measure, export, verify and atomically write ``model`` (any EDSR in eval mode) to ``out``."""
     import onnx
@@ -206,6 +208,8 @@ def export_model(model: nn.Module, model_config: ModelConfig, out: Path, cfg: Ex
         MetaKey.VERSION: __version__, MetaKey.PRECISION: "fp16" if cfg.fp16 else "fp32",
         MetaKey.PARITY: "" if parity is None else f"{parity:.3g}", MetaKey.SOURCE: source,
         MetaKey.GRAPH: "tail-conv-before-shuffle" if isinstance(graph, TailBeforeShuffle) else "",
+        MetaKey.PIPELINE: pipeline.name if pipeline else "",
+        MetaKey.INSTALL_CHECK: "true" if pipeline and pipeline.synthetic_images else "false",
     }
     metadata = {k: str(v) for k, v in meta.items()}
     onnx.helper.set_model_props(proto, metadata)
@@ -270,8 +274,7 @@ def default_output(workspace: Workspace, checkpoint: Path, scale: int, fp16: boo
 def export_checkpoint(source: Path | None, *, workspace: Workspace, out: Path | None, cfg: ExportConfig,
                       progress: ProgressFn | None = None) -> ExportResult:
     """``srpipe export [RUN|CHECKPOINT]``: ``source`` None = the best checkpoint of the latest run."""
-    from srpipe.model.checkpoint import read_file, resolve_checkpoint
-    from srpipe.model.convert import model_from
+    from srpipe.model.checkpoint import model_from, read_file, resolve_checkpoint
 
     file = resolve_checkpoint(source if source is not None else latest_run(workspace))
     obj = read_file(file)  # once: a large checkpoint takes seconds to read
@@ -279,4 +282,18 @@ def export_checkpoint(source: Path | None, *, workspace: Workspace, out: Path | 
     record = training_record(obj, use_ema=cfg.weights == "ema")  # empty for EDSR-PyTorch/BasicSR files
     target = out if out is not None else default_output(workspace, file, model_config.scale, cfg.fp16)
     log.info("exporting %s -> %s", file, target)
-    return export_model(model, model_config, target, cfg, source=str(file), record=record, progress=progress)
+    return export_model(model, model_config, target, cfg, source=str(file), record=record,
+                        pipeline=run_pipeline(file), progress=progress)
+
+
+def run_pipeline(checkpoint: Path) -> Pipeline | None:
+    """The resolved pipeline of the training run ``checkpoint`` belongs to (``<run>/config.toml``), or
+    None for a checkpoint outside a run folder or a run without a readable config."""
+    config = checkpoint.parents[1] / "config.toml" if checkpoint.parent.name == "checkpoints" else None
+    if config is None or not config.is_file():
+        return None
+    try:
+        return load_pipeline(config)
+    except SrpipeError as exc:
+        log.warning("%s: the run's recipe is not recorded in the model: %s", checkpoint, exc)
+        return None

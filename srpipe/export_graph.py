@@ -16,7 +16,7 @@ from typing import Any, cast
 import torch
 from torch import nn
 
-from srpipe.infer.session import INPUT_NAME, OUTPUT_NAME
+from srpipe.contract import INPUT_NAME, OUTPUT_NAME
 
 
 def flops_per_lr_pixel(model: nn.Module) -> float:

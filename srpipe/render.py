@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import math
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -65,9 +66,55 @@ def progress_bars(enabled: bool = True) -> Iterator[ProgressFn]:
             rich.stop()
 
 
+def json_props(props: dict[str, str]) -> dict[str, Any]:
+    """ONNX metadata (always strings) for JSON: numbers and arrays of numbers as such, everything else
+    (text, and hashes however many of their digits are decimal) unchanged."""
+    return {key: text if key.endswith("hash") else _json_number(text) for key, text in props.items()}
+
+
+def _json_number(text: str) -> Any:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    numbers = value if isinstance(value, list) else [value]
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in numbers):
+        return value
+    return text
+
+
 def emit_json(payload: Any) -> None:
-    """Write a machine-readable result to stdout."""
-    click.echo(json.dumps(payload, indent=2, default=str))
+    """Write a machine-readable result to stdout: valid UTF-8 JSON (ASCII, escapes for the rest) even
+    when a file name is not valid UTF-8 (see ``json_text``)."""
+    click.echo(json.dumps(_json_safe(payload), indent=2, default=lambda v: json_text(str(v))))
+
+
+def json_text(text: str) -> str:
+    """``text`` with the bytes of a file name that are not valid UTF-8 written as ``\\xNN``.
+
+    Python decodes such bytes on Linux to lone surrogates (``surrogateescape``), which no strict JSON
+    reader accepts; ``a\\xff.png`` in a report names the file whose bytes are ``a``, 0xFF, ``.png``
+    (``os.fsencode`` of the input path). Other lone surrogates become ``\\udXXX``."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        pass
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, str):
+        return json_text(value)
+    if isinstance(value, dict):
+        return {_json_safe(k) if isinstance(k, str) else k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 def print_evaluation(result: Any) -> None:
@@ -101,12 +148,22 @@ def print_process(report: Any) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("ok", "skipped", "failed", "output MP", "MP/s", "seconds", "provider", "tile/overlap",
+    table = Table("ok", "skipped", "failed", "output MP", "MP/s", "seconds",
                   title=f"srpipe process x{report.scale} · {report.model}")
     table.add_row(str(report.count("ok")), str(report.count("skipped")), str(report.count("failed")),
                   f"{report.output_megapixels:.2f}", f"{report.megapixels_per_second:.3f}",
-                  f"{report.seconds:.1f}", report.provider, f"{report.tile or 'whole'}/{report.overlap}")
-    Console(width=None if sys.stdout.isatty() else 120).print(table)
+                  f"{report.seconds:.1f}")
+    console = Console(width=None if sys.stdout.isatty() else 120)
+    console.print(table)
+    # Free text below the table wraps at the terminal width instead of being cut with an ellipsis.
+    tiles = f"tiles of {report.tile} LR px" if report.tile else "whole images"
+    console.print(f"ran on {report.provider}, {tiles}, overlap {report.overlap}"
+                  + (" (measured)" if report.overlap_source == "measured" else ""),
+                  markup=False, highlight=False, soft_wrap=False)
+    if report.redone:  # existing outputs made with other settings, model or source
+        why = ", ".join(f"{n} {reason}" for reason, n in sorted(report.redone.items()))
+        console.print(f"redone {sum(report.redone.values())} existing output(s): {why}", markup=False,
+                      highlight=False)
     for f in report.files:
         if f.status == "failed":
             stderr_console().print(f"failed: {f.input!r}: {f.reason}", markup=False, highlight=False)
@@ -137,9 +194,14 @@ def print_downscale(result: Any, dst: Any, *, summary: bool) -> None:
 
 
 def print_info(info: Any) -> None:
-    """A ``ModelInfo`` as aligned ``key value`` lines on stdout."""
+    """A ``ModelDescriptor`` as aligned ``key value`` lines on stdout."""
     click.echo(f"{'file':30} {info.path}")
     if not info.srpipe:
-        click.echo("(no srpipe metadata: not exported by srpipe export)")
+        click.echo("(no srpipe metadata: not exported by srpipe export; scale probed, overlap "
+                   f"{info.overlap_source})")
+        click.echo(f"{'scale':30} {info.scale}")
+        click.echo(f"{'tile_overlap':30} {info.overlap} ({info.overlap_source})")
     for key, value in info.props.items():
+        if not info.srpipe and key in ("scale", "tile_overlap"):
+            continue
         click.echo(f"{key:30} {value if value != '' else '-'}")

@@ -5,7 +5,9 @@ fields, and :func:`apply_overrides` applies ``key=value`` assignments (dotted ke
 configs) with ``dataclasses.replace``. Every key must be a field (unknown keys are rejected, naming
 the source and the dotted key and listing the known ones), and every value must fit its annotation
 (bool, int, float, str, Path, Literal, unions with None, tuples); arrays become tuples, strings
-become paths where annotated so. Errors are ``ConfigError``.
+become paths where annotated so. Range checks belong to the dataclasses themselves (``__post_init__``
+raising ``ConfigError`` that names the dotted key); their message gets the source in front. Errors are
+``ConfigError``.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ def from_dict(cls: type[T], data: dict[str, Any], *, source: str, prefix: str = 
         kwargs[key] = _coerce(hints[key], value, source=source, key=dotted)
     try:
         obj = cls(**kwargs)
+    except ConfigError as exc:  # the dataclass's own value checks name the dotted key already
+        raise ConfigError(f"{source}: {exc}") from exc
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{source}: {prefix.rstrip('.') or 'config'}: {exc}") from exc
     return obj
@@ -75,7 +79,16 @@ def _replace_path(obj: Any, parts: list[str], value: Any, *, source: str, dotted
         new = _replace_path(child, parts[1:], value, source=source, dotted=dotted)
     else:
         new = _coerce(typing.get_type_hints(type(obj))[head], value, source=source, key=dotted)
-    return dataclasses.replace(obj, **{head: new})
+    return _replace_checked(obj, head, new, source=source)
+
+
+def _replace_checked(obj: Any, name: str, value: Any, *, source: str) -> Any:
+    try:
+        return dataclasses.replace(obj, **{name: value})
+    except ConfigError as exc:
+        if str(exc).startswith(f"{source}: "):  # raised (and named) by a nested config already
+            raise
+        raise ConfigError(f"{source}: {exc}") from exc
 
 
 def _coerce(tp: Any, value: Any, *, source: str, key: str) -> Any:

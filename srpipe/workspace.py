@@ -5,6 +5,9 @@ environment variable, or ``./srpipe-work`` in the current directory. Inside it:
 
 - ``stores/``: what ``srpipe prepare`` writes (``train.h5``, ``valid.h5``); ``srpipe train`` reads it.
 - ``runs/<pipeline>-<YYYYmmdd-HHMMSS>/``: one folder per training run (checkpoints, metrics.csv, ...).
+- ``synthetic/<pipeline>/``: generated images and their stores, for a pipeline with ``synthetic_images``
+  (the ``smoke`` install check) trained in a workspace without stores.
+- ``cache/overlap/``: tile overlaps measured for foreign models, one JSON per model file's sha256.
 - ``models/``: what ``srpipe export`` writes (``<run name>-x<scale>.onnx``); ``srpipe process`` and
   ``srpipe evaluate`` look here when no model is given.
 """
@@ -45,3 +48,8 @@ class Workspace:
     @property
     def models(self) -> Path:
         return self.root / "models"
+
+    @property
+    def cache(self) -> Path:
+        """Measured tile overlaps of models that do not state theirs (``infer.measured``)."""
+        return self.root / "cache" / "overlap"

@@ -15,9 +15,10 @@ from conftest import smooth_image
 
 from srpipe.cli import cli
 from srpipe.config import EvaluateConfig
+from srpipe.contract import MetaKey, describe
 from srpipe.evaluate import evaluate
 from srpipe.imaging.io import read_image, write_image
-from srpipe.infer.session import BUNDLED_DIR, MetaKey, find_model, read_model_info
+from srpipe.infer.session import BUNDLED_DIR, find_model
 from srpipe.workspace import Workspace
 
 SCALES = (2, 3, 4)
@@ -31,7 +32,7 @@ def test_bundled_model_is_package_data_and_describes_itself(tmp_path: Path, scal
     path = find_model(scale, model="default", workspace=Workspace(tmp_path / "ws"))
     assert path == BUNDLED_DIR / f"default-x{scale}.onnx"
     assert path.stat().st_size < 4 << 20  # "a few MB each at most"
-    info = read_model_info(path)
+    info = describe(path)
     props = info.props
     assert info.scale == scale and info.srpipe and info.precision == "fp32" and info.overlap > 0
     assert (props[MetaKey.ARCH], props[MetaKey.BLOCKS], props[MetaKey.FEATS]) == ("edsr", "16", "32")
@@ -54,7 +55,7 @@ def test_process_and_info_use_the_bundled_model_when_none_is_given(tmp_path: Pat
     assert Path(report["model"]).name == "default-x3.onnx" and report["scale"] == 3
     assert read_image(tmp_path / "out" / "a.png").pixels.shape == (51, 69, 3)
     res = runner.invoke(cli, [*ws, "info", "default", "--scale", "4", "--json"])
-    assert res.exit_code == 0 and json.loads(res.stdout)[MetaKey.SCALE] == "4"
+    assert res.exit_code == 0 and json.loads(res.stdout)[MetaKey.SCALE] == 4
     res = runner.invoke(cli, [*ws, "evaluate", "--scale", "2", "--hr", str(src.parent), "--json"])  # no MODEL
     assert res.exit_code == 0, res.stderr
     assert Path(json.loads(res.stdout)["model"]).stem == "default-x2"

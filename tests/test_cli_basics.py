@@ -48,3 +48,28 @@ def test_quiet_turns_progress_bars_off(tmp_path, rng) -> None:
     assert loud.exit_code == quiet.exit_code == 0
     assert "evaluate" in loud.stderr and quiet.stderr == ""
     assert json.loads(loud.stdout)["mean"] == json.loads(quiet.stdout)["mean"]
+
+
+def test_evaluate_takes_short_scale_and_max_pixels(tmp_path, rng) -> None:
+    from conftest import smooth_image
+
+    from srpipe.imaging.io import write_image
+
+    (tmp_path / "hr").mkdir()
+    write_image(tmp_path / "hr" / "a.png", smooth_image(rng, 24, 20))
+    args = ["--workspace", str(tmp_path / "ws"), "evaluate", "bicubic", "--hr", str(tmp_path / "hr"),
+            "-s", "3"]
+    result = CliRunner().invoke(cli, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["scale"] == 3
+    result = CliRunner().invoke(cli, [*args, "--max-pixels", "400", "--json"])
+    assert result.exit_code == 1 and "pass --max-pixels 480 if you trust this file" in result.output
+
+
+def test_info_json_gives_numbers_as_numbers(tmp_path) -> None:
+    result = CliRunner().invoke(cli, ["--workspace", str(tmp_path), "info", "default", "-s", "2", "--json"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    assert info["scale"] == 2 and isinstance(info["n_resblocks"], int) and isinstance(info["parameters"], int)
+    assert isinstance(info["mflop_per_lr_pixel"], float) and isinstance(info["tile_overlap"], int)
+    assert isinstance(info["architecture"], str) and isinstance(info["srpipe_version"], str)

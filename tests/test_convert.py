@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from srpipe.errors import CheckpointError
-from srpipe.model.convert import convert_state_dict, detect_layout, export_state_dict, load_weights
+from srpipe.model.checkpoint import load_model
+from srpipe.model.convert import convert_state_dict, detect_layout, export_state_dict
 from srpipe.model.edsr import build_model
 
 MEAN = (0.4488, 0.4371, 0.4040)
@@ -115,7 +116,7 @@ def test_edsr_pytorch_weights_give_identical_outputs(tmp_path: Path, scale: int)
     _randomise(ref, scale)
     path = tmp_path / f"edsr_x{scale}.pt"
     torch.save(ref.state_dict(), path)
-    model, cfg = load_weights(path, res_scale=0.5)
+    model, cfg = load_model(path, res_scale=0.5)
     assert (cfg.scale, cfg.n_resblocks, cfg.n_feats, cfg.res_scale) == (scale, 2, 8, 0.5)
     assert cfg.rgb_mean == pytest.approx(MEAN, abs=1e-6)
     x = torch.rand(1, 3, 13, 9, generator=torch.Generator().manual_seed(1))
@@ -124,7 +125,7 @@ def test_edsr_pytorch_weights_give_identical_outputs(tmp_path: Path, scale: int)
         got = model(x)
     assert got.shape == expected.shape == (1, 3, 13 * scale, 9 * scale)
     assert (got - expected).abs().max().item() <= 1e-5
-    wrong, _ = load_weights(path)  # res_scale not stored: the default (1.0) is not this model's 0.5
+    wrong, _ = load_model(path)  # res_scale not stored: the default (1.0) is not this model's 0.5
     with torch.no_grad():
         assert (wrong(x) - expected).abs().max().item() > 1e-2
 
@@ -150,7 +151,7 @@ def test_basicsr_weights_give_identical_outputs(tmp_path: Path, scale: int, key:
     zeros = {k: v * 0 for k, v in state.items()}
     payload = {key: state} if key == "params" else {"params": zeros, key: state}
     torch.save(payload, path)
-    model, cfg = load_weights(path)
+    model, cfg = load_model(path)
     assert (cfg.scale, cfg.n_resblocks, cfg.n_feats, cfg.res_scale) == (scale, 2, 8, 1.0)
     x = torch.rand(2, 3, 9, 15, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
@@ -190,7 +191,7 @@ def test_bare_srpipe_state_dict_and_compile_prefix(tmp_path: Path) -> None:
     src = build_model(convert_state_dict(BsEDSR(3, n=2, f=8, res_scale=1.0).state_dict())[0])
     path = tmp_path / "bare.pth"
     torch.save({f"_orig_mod.{k}": v for k, v in src.state_dict().items()}, path)
-    model, cfg = load_weights(path)
+    model, cfg = load_model(path)
     assert (cfg.scale, cfg.n_resblocks, cfg.n_feats) == (3, 2, 8)
     for k, v in src.state_dict().items():
         assert torch.equal(model.state_dict()[k], v)
@@ -200,7 +201,7 @@ def test_unknown_layout_names_file_and_keys(tmp_path: Path) -> None:
     path = tmp_path / "mystery.pth"
     torch.save({"encoder.conv.weight": torch.zeros(3, 3, 3, 3), "decoder.fc.bias": torch.zeros(2)}, path)
     with pytest.raises(CheckpointError) as info:
-        load_weights(path)
+        load_model(path)
     msg = str(info.value)
     assert "mystery.pth" in msg and "encoder.conv.weight" in msg and "decoder.fc.bias" in msg
 
@@ -212,6 +213,6 @@ def test_unsupported_variants_and_bad_files(tmp_path: Path) -> None:
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"not a torch file")
     with pytest.raises(CheckpointError, match=r"garbage\.pt: not a readable checkpoint"):
-        load_weights(garbage)
+        load_model(garbage)
     with pytest.raises(CheckpointError, match=r"missing\.pt: no such checkpoint file"):
-        load_weights(tmp_path / "missing.pt")
+        load_model(tmp_path / "missing.pt")

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -208,3 +210,58 @@ def test_library_result_and_progress(tmp_path: Path, rng: np.random.Generator) -
     (tmp_path / "file").write_text("x")
     with pytest.raises(OutputError, match="is a file"):
         downscale_tree(tmp_path / "hr", tmp_path / "file", scale=2)
+
+
+def test_an_unreadable_subfolder_is_reported_as_failed(tmp_path: Path, rng: np.random.Generator,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    images = _tree(tmp_path / "hr", rng)
+    locked = tmp_path / "hr" / "a" / "b"
+    real = os.scandir
+
+    def scandir(path: Any = ".") -> Any:  # what chmod 000 does to a non-root user (tests run as root)
+        if os.fspath(path) == str(locked):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    result = CliRunner().invoke(cli, ["downscale", str(tmp_path / "hr"), "-s", "2",
+                                      "-o", str(tmp_path / "lr"),
+                                      "--json", "-j", "1"])
+    assert result.exit_code == 1, result.output
+    payload = json.loads(result.stdout)
+    assert payload["failed"] == [{"path": str(locked), "reason": "cannot list the folder: Permission denied"}]
+    assert len(payload["written"]) == len(images) - 1  # a/b/photo.png is the one behind the locked folder
+
+
+def test_an_unwritable_out_is_refused_before_any_image_is_read(tmp_path: Path, rng: np.random.Generator,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    _tree(tmp_path / "hr", rng)
+    (tmp_path / "afile").write_text("x")
+    monkeypatch.setattr(downscale_module, "read_image", lambda *a, **kw: pytest.fail("an image was read"))
+    for src in (tmp_path / "hr", tmp_path / "hr" / "top.png"):
+        with pytest.raises(OutputError, match=r"cannot be created: .*afile is a file"):
+            downscale_tree(src, tmp_path / "afile" / "sub", scale=2)
+    readonly = tmp_path / "readonly"
+    readonly.mkdir()
+    real = os.access  # root passes any permission check: deny this one folder as a mode of 555 would
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: (os.fspath(p) != str(readonly)
+                                                               and real(p, mode, **kw)))
+    result = CliRunner().invoke(cli, ["downscale", str(tmp_path / "hr"), "-s", "2",
+                                      "-o", str(readonly / "lr")])
+    assert result.exit_code == 1 and "not writable" in result.output and "Traceback" not in result.output
+    assert not (readonly / "lr").exists()
+
+
+def test_max_pixels_option_and_message(tmp_path: Path, rng: np.random.Generator) -> None:
+    _save(tmp_path / "hr" / "pic.png", smooth_image(rng, 12, 10, 3))
+    result = CliRunner().invoke(cli, ["downscale", str(tmp_path / "hr"), "-s", "2",
+                                      "-o", str(tmp_path / "lr"),
+                                      "--max-pixels", "100", "--json"])
+    assert result.exit_code == 1
+    reason = json.loads(result.stdout)["failed"][0]["reason"]
+    assert reason == ("10×12 = 120 pixels is over the limit of 100 (a guard against decompression bombs); "
+                      "pass --max-pixels 120 if you trust this file")
+    result = CliRunner().invoke(cli, ["downscale", str(tmp_path / "hr"), "-s", "2",
+                                      "-o", str(tmp_path / "lr"),
+                                      "--max-pixels", "120"])
+    assert result.exit_code == 0 and (tmp_path / "lr" / "pic.png").is_file()

@@ -16,9 +16,11 @@ from srpipe.config import ExportConfig, ModelConfig
 from srpipe.errors import ModelNotFoundError, UsageError
 from srpipe.export import export_model
 from srpipe.imaging.io import write_image
+from srpipe.infer.upscaler import dihedral_mean
 from srpipe.model.checkpoint import save_checkpoint
 from srpipe.model.edsr import build_model
-from srpipe.upscale import EnsembleUpscaler, open_upscaler
+from srpipe.upscale import open_upscaler
+from srpipe.workspace import Workspace
 
 
 @pytest.fixture
@@ -68,33 +70,29 @@ def test_ensemble_changes_scores_and_runtimes_agree(hr_dir: Path, exported: tupl
 
 
 def test_ensemble_keeps_alignment_and_averages_the_8_transforms(rng: np.random.Generator) -> None:
-    lr = smooth_image(rng, 7, 5)
+    x = rng.random((2, 3, 7, 5), dtype=np.float32)
 
-    class Nearest:  # equivariant under flips/rotations: the ensemble must give it back unchanged
-        name, scale = "nearest", 2
+    def nearest(b: np.ndarray) -> np.ndarray:  # equivariant: the ensemble must give it back unchanged
+        return b.repeat(2, 2).repeat(2, 3)
 
-        def __call__(self, x: np.ndarray) -> np.ndarray:
-            return x.repeat(2, 0).repeat(2, 1).astype(np.float32) / 255
+    def ramp(b: np.ndarray) -> np.ndarray:  # not equivariant: adds a left-to-right ramp in its frame
+        y = nearest(b)
+        return y + np.linspace(0, 1, y.shape[3], dtype=np.float32)[None, None, None, :]
 
-    class Ramp(Nearest):  # not equivariant: adds a left-to-right ramp in the frame it is given
-        def __call__(self, x: np.ndarray) -> np.ndarray:
-            y = super().__call__(x)
-            return y + np.linspace(0, 1, y.shape[1], dtype=np.float32)[None, :, None]
-
-    assert np.allclose(EnsembleUpscaler(Nearest())(lr), Nearest()(lr), atol=1e-6)
+    assert np.allclose(dihedral_mean(nearest, x, axes=(2, 3)), nearest(x), atol=1e-6)
     # Over the 8 frames the ramp points along +x, -x, +y, -y equally often: it averages to its mean 0.5.
-    out = EnsembleUpscaler(Ramp())(lr)
-    assert np.allclose(out, Nearest()(lr) + 0.5, atol=1e-5)
+    assert np.allclose(dihedral_mean(ramp, x, axes=(2, 3)), nearest(x) + 0.5, atol=1e-5)
 
 
 def test_onnx_and_default_errors(tmp_path: Path, exported: tuple[Path, Path], monkeypatch) -> None:
     _, onnx_path = exported
+    ws = Workspace(tmp_path / "ws")
     with pytest.raises(UsageError, match="the model is x2 but --scale 3"):
-        open_upscaler(str(onnx_path), scale=3)
+        open_upscaler(str(onnx_path), workspace=ws, scale=3)
     with pytest.raises(UsageError, match="'default' needs --scale"):
-        open_upscaler("default")
+        open_upscaler("default", workspace=ws)
     with pytest.raises(UsageError, match="bicubic has nothing to ensemble"):
-        open_upscaler("bicubic", scale=2, ensemble=True)
+        open_upscaler("bicubic", workspace=ws, scale=2, ensemble=True)
     monkeypatch.setattr("srpipe.infer.session.BUNDLED_DIR", tmp_path / "empty")
     with pytest.raises(ModelNotFoundError, match="no x4 model found"):
-        open_upscaler("default", scale=4)
+        open_upscaler("default", workspace=ws, scale=4)

@@ -16,10 +16,10 @@ from click.testing import CliRunner
 
 from srpipe.cli import cli
 from srpipe.config import ExportConfig, ModelConfig, TrainConfig
+from srpipe.contract import INPUT_NAME, OUTPUT_NAME, MetaKey
 from srpipe.errors import CheckpointError, ExportError, InputError
 from srpipe.export import export_checkpoint, export_model, latest_run
 from srpipe.export_graph import export_graph, fuse_conv_after_shuffle
-from srpipe.infer.session import INPUT_NAME, OUTPUT_NAME, MetaKey
 from srpipe.model import checkpoint
 from srpipe.model.checkpoint import save_checkpoint
 from srpipe.model.edsr import build_model, count_parameters
@@ -176,7 +176,7 @@ def test_cli_export_then_info(tmp_path: Path) -> None:
     payload = json.loads(res.stdout)
     assert payload["path"] == str(out) and payload["parity"] <= 1e-4
     res = runner.invoke(cli, ["info", str(out), "--json"])
-    assert res.exit_code == 0 and json.loads(res.stdout)[MetaKey.SCALE] == "2"
+    assert res.exit_code == 0 and json.loads(res.stdout)[MetaKey.SCALE] == 2
     res = runner.invoke(cli, ["info", str(out)])
     assert res.exit_code == 0 and "tile_overlap" in res.stdout and "receptive_radius_effective" in res.stdout
     res = runner.invoke(cli, ["info", str(tmp_path / "nope.onnx")])

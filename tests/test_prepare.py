@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -168,6 +174,90 @@ def test_killed_run_leaves_no_store_and_resumes_to_the_same_result(
             np.testing.assert_array_equal(a[name][()], b[name][()])
 
 
+_PEEK = """
+import shutil, sys
+import h5py
+from srpipe.data import store
+shutil.copyfile(sys.argv[1], sys.argv[2])
+store.clear_open_for_write(sys.argv[2])
+with h5py.File(sys.argv[2], "r", locking=False) as f:
+    print(int(f.attrs["inputs_done"]))
+"""
+
+
+def _committed(partial: Path, scratch: Path) -> int:
+    """``inputs_done`` of a store another process is writing (read from a copy, its flags cleared).
+
+    Read in a child process: a copy taken mid-write can be inconsistent enough to crash HDF5 itself.
+    """
+    if not partial.exists():
+        return 0
+    peek = subprocess.run([sys.executable, "-c", _PEEK, str(partial), str(scratch)], capture_output=True,
+                          text=True, check=False)
+    return int(peek.stdout) if peek.returncode == 0 and peek.stdout.strip() else 0
+
+
+def _alive_in_group(pgid: int) -> list[str]:
+    """Processes (not zombies) of process group ``pgid``, as ``"pid comm"``."""
+    alive = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        comm, fields = text[text.index("(") + 1 : text.rindex(")")], text[text.rindex(")") + 2 :].split()
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            alive.append(f"{stat.parent.name} {comm}")
+    return alive
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_sigkill_mid_run_resumes_from_the_last_commit_and_leaves_no_process(
+    tmp_path: Path, rng: np.random.Generator, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = tmp_path / "in"
+    root.mkdir()
+    write_image(root / "im000.jpg", smooth_image(rng, 2048, 2048), quality=80)
+    for i in range(1, 80):  # ~35 ms of decoding and resizing each; links cost no disk
+        os.link(root / "im000.jpg", root / f"im{i:03d}.jpg")
+    cfg = PrepareConfig(scales=(2, 3), hr_size=48, stride=480, patch_size=4, valid_count=1, workers=2)
+    out = tmp_path / "out"
+    sets = [f"scales={list(cfg.scales)}", f"hr_size={cfg.hr_size}", f"stride={cfg.stride}",
+            f"patch_size={cfg.patch_size}", f"valid_count={cfg.valid_count}", f"workers={cfg.workers}"]
+    cmd = [sys.executable, "-m", "srpipe.cli", "--workspace", str(tmp_path / "ws"), "prepare", str(root),
+           "--out", str(out), *(a for s in sets for a in ("--set", s)), "--json"]
+    quiet = subprocess.DEVNULL
+    run = subprocess.Popen(cmd, stdin=quiet, stdout=quiet, stderr=quiet, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while _committed(out / "train.h5.partial", tmp_path / "peek.h5") < 1:
+            assert run.poll() is None, "prepare finished before its first commit could be seen"
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert run.poll() is None, "prepare finished before it could be killed"
+        os.kill(run.pid, signal.SIGKILL)
+        run.wait()
+        deadline = time.monotonic() + 10
+        while (alive := _alive_in_group(run.pid)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not alive, f"processes of the killed run survive: {alive}"
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+        for line in _alive_in_group(run.pid):
+            os.kill(int(line.split()[0]), signal.SIGKILL)
+    assert not (out / "train.h5").exists()
+    with caplog.at_level(logging.INFO, logger="srpipe"):
+        resumed = prepare(root, out, PrepareConfig(**{**cfg.__dict__, "workers": 1}))
+    assert resumed.splits[0].status == "resumed"
+    assert "resuming after" in caplog.text and "starting over" not in caplog.text
+    prepare(root, tmp_path / "fresh", PrepareConfig(**{**cfg.__dict__, "workers": 1}))
+    with h5py.File(out / "train.h5", "r") as a, h5py.File(tmp_path / "fresh" / "train.h5", "r") as b:
+        for name in ("hr", "lr_x2", "lr_x3", "patch_box", "patch_source", "sources/path", "sources/sha256"):
+            np.testing.assert_array_equal(a[name][()], b[name][()])
+
+
 def test_pool_gives_the_same_store_as_one_process(inputs: Path, tmp_path: Path) -> None:
     prepare(inputs, tmp_path / "one", CFG)
     prepare(inputs, tmp_path / "two", PrepareConfig(**{**CFG.__dict__, "workers": 2}))
@@ -279,3 +369,29 @@ def test_set5_as_div2k_matches_official_lr_exactly(shared_dir: Path, tmp_path: P
         assert [(o.scale, o.max_abs, o.differing, o.shape_mismatch) for o in split.official] == [
             (2, 0, 0, 0), (3, 0, 0, 0), (4, 0, 0, 0)]
     assert summary.splits[0].images == 4 and summary.splits[0].patches > 4
+
+
+def test_an_unreadable_subfolder_is_an_error_not_a_smaller_store(tmp_path: Path, inputs: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    real = os.scandir
+
+    def scandir(path: Any = ".") -> Any:  # what chmod 000 does to a non-root user (tests run as root)
+        if os.fspath(path) == str(inputs / "sub"):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    result = CliRunner().invoke(cli, ["prepare", str(inputs), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2
+    assert f"{inputs / 'sub'}: cannot list the folder: Permission denied" in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_max_pixels_option_skips_larger_images_with_the_options_name(tmp_path: Path, inputs: Path) -> None:
+    args = ["prepare", "--set", "scales=[2,3]", "--set", "hr_size=24", "--set", "stride=12", "--set",
+            "patch_size=4", "--set", "valid_count=1", "--set", "workers=1", "--max-pixels", "2000", "--json"]
+    result = CliRunner().invoke(cli, [*args, str(inputs), "--out", str(tmp_path / "out")])
+    splits = json.loads(result.stdout)["splits"]
+    skipped = {rel: reason for split in splits for rel, _, reason in split["skipped"]}
+    assert skipped["d.png"] == ("48×73 = 3,504 pixels is over the limit of 2,000 (a guard against "
+                                "decompression bombs); pass --max-pixels 3504 if you trust this file")

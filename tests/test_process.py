@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import numpy as np
 import pytest
@@ -16,11 +18,13 @@ from conftest import smooth_image
 from PIL import Image as PILImage
 from PIL import ImageCms
 from test_imaging_io import IPTC, app13
+from test_manifest import assert_consistent
 from tiny_onnx import tiny_model
 
 from srpipe.cli import cli
 from srpipe.config import ProcessConfig
 from srpipe.imaging.io import read_image, write_image
+from srpipe.infer import ovsession
 from srpipe.infer.files import parse_shard
 from srpipe.infer.runner import make_jobs
 
@@ -77,11 +81,13 @@ def test_every_kind_of_image_mirrored_with_metadata_and_isolated_failure(tmp_pat
     code, rep, _ = run(tmp_path, str(src), "-o", str(out), "--model", str(model), "--tile", "24")
     assert code == 1  # one file failed
     assert (rep["ok"], rep["skipped"], rep["failed"]) == (8, 0, 1)
-    assert rep["provider"] == "CPUExecutionProvider" and rep["scale"] == 2
+    bf16 = ovsession.available() and ovsession.cpu_has_bf16()  # the documented automatic choice
+    assert rep["provider"] == ("OpenVINO CPU (bf16)" if bf16 else "CPUExecutionProvider")
+    assert rep["scale"] == 2
     failed = next(f for f in rep["files"] if f["status"] == "failed")
     assert failed["input"].endswith("corrupt.png") and "decode" in failed["reason"]
     written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
-    assert written == sorted([*images, "photo.jpg"])  # mirrored; hidden, .txt and corrupt absent
+    assert written == sorted([*images, "photo.jpg", ".srpipe-manifest.json"])  # hidden, .txt, corrupt absent
     for rel, px in images.items():
         got = read_image(out / rel).pixels
         assert got.shape == (px.shape[0] * 2, px.shape[1] * 2, *px.shape[2:]) and got.dtype == px.dtype
@@ -100,7 +106,7 @@ def test_rerun_skips_finished_outputs_and_overwrite_redoes_them(tmp_path: Path, 
     for i in range(3):
         save(src / f"{i}.png", smooth_image(rng, 20 + i, 15))
     assert run(tmp_path, str(src), "-o", str(out), "-m", str(model))[0] == 0
-    stamps = {p: p.stat().st_mtime_ns for p in out.iterdir()}
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("*.png")}
     (out / "1.png").unlink()  # as if the first run had been killed before this one
     code, rep, _ = run(tmp_path, str(src), "-o", str(out), "-m", str(model))
     assert code == 0 and (rep["ok"], rep["skipped"]) == (1, 2)
@@ -129,9 +135,11 @@ def test_a_killed_run_leaves_no_corrupt_file_and_a_rerun_finishes(tmp_path: Path
         pytest.skip("the run finished before it could be killed")
     for path in done:  # everything visible under its final name is a complete image
         assert read_image(path).pixels.shape == (192, 192, 3)
-    code, rep, _ = run(tmp_path, str(src), "-o", str(out), "-m", str(model), "--tile", "0")
-    assert code == 0 and rep["skipped"] == len(done) and rep["ok"] == 24 - len(done)
-    assert sorted(p.name for p in out.iterdir()) == [f"{i:02d}.png" for i in range(24)]  # temporaries gone
+    recorded = assert_consistent(out)  # the manifest vouches only for complete outputs
+    code, rep, _ = run(tmp_path, str(src), "-o", str(out), "-m", str(model), "--tile", "24")
+    assert code == 0 and rep["skipped"] == len(recorded) <= len(done) and rep["ok"] == 24 - len(recorded)
+    assert sorted(p.name for p in out.iterdir()) == [".srpipe-manifest.json",
+                                                    *(f"{i:02d}.png" for i in range(24))]  # temporaries gone
 
 
 def test_output_names_never_collide(tmp_path: Path, model: Path, rng: np.random.Generator) -> None:
@@ -143,7 +151,7 @@ def test_output_names_never_collide(tmp_path: Path, model: Path, rng: np.random.
     assert code == 0 and rep["ok"] == 3
     assert read_image(out / "a.png").pixels.shape[:2] == (28, 32)  # a.png keeps its own name
     assert read_image(out / "a.jpg.png").pixels.shape[:2] == (20, 24)
-    assert len(list(out.iterdir())) == 3
+    assert len(list(out.glob("*.png"))) == 3
 
 
 def test_never_writes_into_the_input_or_outside_out(tmp_path: Path, model: Path,
@@ -210,3 +218,53 @@ def test_shards_partition_the_files(tmp_path: Path, model: Path, rng: np.random.
     out = tmp_path / "out"
     got = {PurePosixPath(p.relative_to(out).as_posix()) for p in out.rglob("*.png")}
     assert got == parts[1]
+
+
+def refuse_listing(monkeypatch: pytest.MonkeyPatch, folder: Path) -> None:
+    """Make ``folder`` unlistable as ``chmod 000`` does for a non-root user (tests run as root)."""
+    real = os.scandir
+
+    def scandir(path: Any = ".") -> Any:
+        if os.fspath(path) == str(folder):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+
+
+def test_an_unreadable_subfolder_is_a_failure_and_the_rest_is_processed(
+        tmp_path: Path, model: Path, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch) -> None:
+    src = tmp_path / "in"
+    save(src / "a.png", smooth_image(rng, 9, 8))
+    save(src / "sub" / "b.png", smooth_image(rng, 7, 9))
+    save(src / "locked" / "c.png", smooth_image(rng, 8, 8))
+    refuse_listing(monkeypatch, src / "locked")
+    code, rep, _ = run(tmp_path, str(src), "-o", str(tmp_path / "out"), "-m", str(model))
+    assert code == 1 and rep["ok"] == 2 and rep["failed"] == 1
+    failed = next(f for f in rep["files"] if f["status"] == "failed")
+    assert failed["input"] == str(src / "locked") and "Permission denied" in failed["reason"]
+    assert (tmp_path / "out" / "sub" / "b.png").is_file() and not (tmp_path / "out" / "locked").exists()
+    save(tmp_path / "only" / "locked" / "c.png", smooth_image(rng, 8, 8))  # nothing else to do: still 1
+    refuse_listing(monkeypatch, tmp_path / "only" / "locked")
+    code, rep, _ = run(tmp_path, str(tmp_path / "only"), "-o", str(tmp_path / "out2"), "-m", str(model))
+    assert code == 1 and rep["failed"] == 1 and rep["ok"] == 0
+
+
+def test_an_unwritable_out_is_refused_before_any_work(tmp_path: Path, model: Path, rng: np.random.Generator,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    save(tmp_path / "in" / "a.png", smooth_image(rng, 9, 8))
+    (tmp_path / "afile").write_text("x")
+    code, rep, err = run(tmp_path, str(tmp_path / "in"), "-o", str(tmp_path / "afile" / "sub"),
+                         "-m", str(model))
+    assert code == 1 and not rep and err.count("\n") == 1
+    assert f"--out {tmp_path / 'afile' / 'sub'}: cannot be created: {tmp_path / 'afile'} is a file" in err
+    readonly = tmp_path / "readonly"
+    readonly.mkdir()
+    real = os.access  # root passes any permission check: deny this one folder as a mode of 555 would
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: (os.fspath(p) != str(readonly)
+                                                               and real(p, mode, **kw)))
+    called: list[str] = []
+    monkeypatch.setattr("srpipe.infer.runner.read_image", lambda *a, **kw: called.append("read"))
+    code, rep, err = run(tmp_path, str(tmp_path / "in"), "-o", str(readonly / "new"), "-m", str(model))
+    assert code == 1 and not rep and "not writable" in err and "permission denied" in err
+    assert not called and not (readonly / "new").exists()  # refused before reading a single image

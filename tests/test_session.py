@@ -12,9 +12,11 @@ import pytest
 from conftest import smooth_image
 from tiny_onnx import tiny_model
 
+from srpipe.contract import describe
 from srpipe.errors import InputError, ModelNotFoundError, UsageError
-from srpipe.infer.session import OrtSession, find_model, is_out_of_memory, read_model_info
-from srpipe.infer.upscaler import OnnxUpscaler
+from srpipe.infer.backends import is_out_of_memory
+from srpipe.infer.session import OrtSession, find_model
+from srpipe.infer.upscaler import TiledUpscaler
 from srpipe.workspace import Workspace
 
 
@@ -33,7 +35,7 @@ def test_cpu_session_reports_what_ran_and_io_binding_matches_plain_run(model_x2:
     bound = OrtSession(model_x2, device="cpu", io_binding=True)
     plain = OrtSession(model_x2, device="cpu", io_binding=False)
     assert bound.providers == ["CPUExecutionProvider"] and bound.provider == "CPUExecutionProvider"
-    assert bound.info.scale == 2 and bound.info.overlap > 0
+    assert bound.descriptor.scale == 2 and bound.descriptor.overlap > 0
     for shape in ((1, 3, 17, 23), (3, 3, 8, 5)):
         x = rng.random(shape, dtype=np.float32)
         y = bound.run(x)
@@ -80,9 +82,9 @@ def test_foreign_model_without_metadata_gets_its_scale_probed(tmp_path: Path, mo
     del proto.metadata_props[:]
     path = tmp_path / "foreign.onnx"
     onnx.save(proto, str(path))
-    assert not read_model_info(path).srpipe
+    assert not describe(path).srpipe
     session = OrtSession(path, device="cpu")
-    assert session.info.scale == 3 and session.info.overlap == 0
+    assert session.descriptor.scale == 3 and session.descriptor.overlap == 0
 
 
 def test_out_of_memory_messages_are_recognised() -> None:
@@ -96,6 +98,7 @@ class NearestSession:
     OOM-like error whenever a batch holds more than ``limit`` LR pixels."""
 
     provider = "FakeCUDA"
+    scale = 2
 
     def __init__(self, limit: int) -> None:
         self.limit, self.calls = limit, []
@@ -110,7 +113,7 @@ class NearestSession:
 def test_oom_halves_the_tile_retries_and_says_so(caplog: pytest.LogCaptureFixture,
                                                  rng: np.random.Generator) -> None:
     session = NearestSession(limit=40 * 40)
-    up = OnnxUpscaler(session, scale=2, overlap=4, tile=128)
+    up = TiledUpscaler(session, overlap=4, tile=128)
     img = smooth_image(rng, 70, 90)
     with caplog.at_level(logging.WARNING):
         out = up(img)
@@ -119,20 +122,20 @@ def test_oom_halves_the_tile_retries_and_says_so(caplog: pytest.LogCaptureFixtur
     assert "out of memory" in caplog.text and "tile 32" in caplog.text
     small = NearestSession(limit=4)
     with pytest.raises(RuntimeError, match="out of memory"):  # below the minimum tile: give up, loudly
-        OnnxUpscaler(small, scale=2, overlap=4, tile=64)(img)
+        TiledUpscaler(small, overlap=4, tile=64)(img)
 
 
 def test_ensemble_averages_eight_transforms_of_every_tile(model_x2: Path, rng: np.random.Generator) -> None:
     img = smooth_image(rng, 37, 29)
-    plain = OnnxUpscaler(NearestSession(limit=10**9), scale=2, overlap=4, tile=16)(img)
+    plain = TiledUpscaler(NearestSession(limit=10**9), overlap=4, tile=16)(img)
     fake = NearestSession(limit=10**9)
-    ens = OnnxUpscaler(fake, scale=2, overlap=4, tile=16, ensemble=True)
+    ens = TiledUpscaler(fake, overlap=4, tile=16, ensemble=True)
     np.testing.assert_array_equal(ens(img), plain)  # nearest upscaling is equivariant: same result
     assert len(fake.calls) == 8 * ens.stats.tiles  # batch 1: 8 transforms per tile
     th, tw = fake.calls[0][2:]
     assert th != tw and fake.calls.count((1, 3, tw, th)) == 4 * ens.stats.tiles  # rotated tiles ran too
-    real_plain = OnnxUpscaler.open(model_x2, device="cpu", tile=24)(img)
-    real_ens = OnnxUpscaler.open(model_x2, device="cpu", tile=24, ensemble=True)(img)
+    real_plain = TiledUpscaler.open(model_x2, device="cpu", tile=24)(img)
+    real_ens = TiledUpscaler.open(model_x2, device="cpu", tile=24, ensemble=True)(img)
     diff = np.abs(real_plain.astype(int) - real_ens.astype(int))
     assert real_ens.shape == real_plain.shape and 0 < diff.mean() < 40  # a different, related estimate
 
@@ -144,13 +147,43 @@ def test_every_pixel_layout_keeps_its_kind_and_tiles_match_whole(kind: str, mode
     channels = {"gray": 1, "rgb": 3, "rgba": 4}[kind.removesuffix("16")]
     img = smooth_image(rng, 41, 53, c=channels, dtype=dtype)
     img = img[..., 0] if channels == 1 else img
-    tiled = OnnxUpscaler.open(model_x2, device="cpu", tile=28)(img)
-    whole = OnnxUpscaler.open(model_x2, device="cpu", tile=0)(img)
+    tiled = TiledUpscaler.open(model_x2, device="cpu", tile=28)(img)
+    whole = TiledUpscaler.open(model_x2, device="cpu", tile=0)(img)
     assert tiled.dtype == dtype and tiled.shape == (82, 106, *img.shape[2:])
     top = 65535 if dtype == np.uint16 else 255
     assert np.abs(tiled.astype(np.int64) - whole.astype(np.int64)).max() <= 2 * top / 255
     if dtype == np.uint16:  # float path: values are not 8-bit levels scaled up
         assert np.count_nonzero(tiled % 257) > tiled.size // 2
     if channels == 4:  # alpha went through the model exactly as a gray image would
-        alpha_alone = OnnxUpscaler.open(model_x2, device="cpu", tile=28)(np.ascontiguousarray(img[..., 3]))
+        alpha_alone = TiledUpscaler.open(model_x2, device="cpu", tile=28)(np.ascontiguousarray(img[..., 3]))
         np.testing.assert_array_equal(tiled[..., 3], alpha_alone)
+
+
+def framed_rgba(rng: np.random.Generator, dtype: type) -> np.ndarray:
+    """RGBA with a fully transparent 10-px border, an opaque interior and a soft band between them."""
+    img = smooth_image(rng, 48, 56, c=4, dtype=dtype)
+    top = np.iinfo(dtype).max
+    alpha = np.zeros((48, 56), dtype=np.float64)
+    alpha[10:-10, 10:-10] = 0.5
+    alpha[14:-14, 14:-14] = 1.0
+    img[..., 3] = np.round(alpha * top).astype(dtype)
+    return img
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+@pytest.mark.parametrize("which", ["tiny", "bundled"])
+def test_transparent_stays_transparent_and_opaque_stays_opaque(which: str, dtype: type, model_x2: Path,
+                                                               rng: np.random.Generator) -> None:
+    from srpipe.infer.session import BUNDLED_DIR
+
+    path = model_x2 if which == "tiny" else BUNDLED_DIR / "default-x2.onnx"
+    img = framed_rgba(rng, dtype)
+    top = np.iinfo(dtype).max
+    for tile in (0, 24):
+        out = TiledUpscaler.open(path, device="cpu", backend="onnxruntime", tile=tile, overlap=6)(img)
+        alpha = out[..., 3]
+        # LR alpha is 0 within 2 px of rows/columns 0..7, and max within 2 px of 16..31 (x2: HR 32..63)
+        assert alpha[:16].max() == 0 and alpha[:, :16].max() == 0
+        assert alpha[-16:].max() == 0 and alpha[:, -16:].max() == 0
+        assert alpha[32:64, 32:80].min() == top
+        assert 0 < alpha[24, 56] < top  # the soft band itself still goes through the model

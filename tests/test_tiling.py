@@ -130,10 +130,10 @@ def wide_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _compare_tiled_with_whole(model: Path, images: list[np.ndarray]) -> tuple[float, int, float]:
-    from srpipe.infer.upscaler import OnnxUpscaler
+    from srpipe.infer.upscaler import TiledUpscaler
 
-    whole = OnnxUpscaler.open(model, device="cpu", tile=0)
-    tiled = OnnxUpscaler.open(model, device="cpu", tile=ProcessConfig().tile)  # default tile, overlap
+    whole = TiledUpscaler.open(model, device="cpu", tile=0)
+    tiled = TiledUpscaler.open(model, device="cpu", tile=ProcessConfig().tile)  # default tile, overlap
     se, n, worst = 0.0, 0, 0
     for img in images:
         a, b = whole(img).astype(np.int64), tiled(img).astype(np.int64)

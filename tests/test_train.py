@@ -163,14 +163,18 @@ def test_tiled_validation_matches_whole_image(rng: np.random.Generator) -> None:
     cfg = dataclasses.replace(TINY, n_resblocks=2)
     torch.manual_seed(0)
     model = build_model(cfg).eval()
-    lr, cpu = smooth_image(rng, 29, 37), torch.device("cpu")
+    lr, cpu = smooth_image(rng, 61, 97), torch.device("cpu")
     whole = validate_mod.super_resolve(model, lr, scale=2, device=cpu)
-    tiled = validate_mod.super_resolve(model, lr, scale=2, device=cpu, tile=8, pad=receptive_radius(cfg))
-    assert whole.shape == tiled.shape == (58, 74, 3)
+    radius = receptive_radius(cfg)
+    assert 2 * 3 * radius < 61  # the tile grows to twice the exact overlap and still cuts the image
+    tiled = validate_mod.super_resolve(model, lr, scale=2, device=cpu, tile=8, radius=radius)
+    assert whole.shape == tiled.shape == (122, 194, 3)
     diff = np.abs(whole.astype(int) - tiled.astype(int))
     assert diff.max() <= 1 and (diff == 0).mean() > 0.999  # same input per pixel; only float order differs
-    short = validate_mod.super_resolve(model, lr, scale=2, device=cpu, tile=8, pad=1)
+    short = validate_mod.super_resolve(model, lr, scale=2, device=cpu, tile=8, radius=1)
     assert np.abs(whole.astype(int) - short.astype(int)).max() > 1  # too little overlap shows seams
+    gray = validate_mod.super_resolve(model, lr[..., 1], scale=2, device=cpu)
+    assert gray.shape == (122, 194)  # gray stays gray (the channel mean), as in evaluate
 
 
 def test_lr_schedule_is_a_pure_function_of_the_iteration() -> None:
@@ -266,7 +270,7 @@ def test_bad_settings_and_missing_stores(stores: Path, tmp_path: Path) -> None:
     ws = Workspace(tmp_path / "ws")
     with pytest.raises(StoreError, match=r"no train\.h5 or valid\.h5; run `srpipe prepare"):
         train(Pipeline(train=TrainConfig()), workspace=ws)
-    with pytest.raises(ConfigError, match=r"train\.batch_size = 0 must be a positive multiple"):
+    with pytest.raises(ConfigError, match=r"train\.batch_size: must be >= 1, got 0"):
         train(tiny(stores), workspace=ws, overrides=["batch_size=0"])
     with pytest.raises(ConfigError, match="unknown key 'colour'"):
         train(tiny(stores), workspace=ws, overrides=["colour=1"])
@@ -405,3 +409,41 @@ def test_metrics_mirror_to_tensorboard_when_it_is_installed(tmp_path: Path,
     plain.append(iteration=1, kind="train", loss=1.0)
     plain.close()
     assert len(calls) == 5 and not (tmp_path / "tb2").exists() and (tmp_path / "m2.csv").is_file()
+
+
+def test_bad_values_are_refused_naming_the_key_before_anything_is_created(tmp_path: Path) -> None:
+    runner = CliRunner()
+    ws = tmp_path / "ws"
+    for assignment, needle in (("lr=-1", "train.lr: must be > 0, got -1"),
+                               ("model.n_feats=-3", "train.model.n_feats: must be >= 1, got -3"),
+                               ("ema_decay=1.5", "train.ema_decay: must be in [0, 1)"),
+                               ("batch_size=0", "train.batch_size: must be >= 1")):
+        out = runner.invoke(cli, ["--workspace", str(ws), "train", "-p", "smoke", "--set", assignment])
+        assert out.exit_code == 2, (assignment, out.output)
+        assert needle in out.output and "Traceback" not in out.output
+    assert not ws.exists()  # no run folder for `srpipe export` to pick up, no generated data
+    with pytest.raises(ConfigError, match=r"train\.model\.scale: must be 2, 3 or 4"):
+        ModelConfig(scale=5)
+    recipe = tmp_path / "bad.toml"
+    recipe.write_text("[prepare]\nworkers = -1\n")
+    with pytest.raises(ConfigError, match=r"bad\.toml: prepare\.workers: must be >= 0, got -1"):
+        load_pipeline(recipe)
+
+
+def test_smoke_recipe_trains_on_a_fresh_workspace_with_generated_images(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    fast = ["--set", "iterations=3", "--set", "val_every=3", "--set", "log_every=1", "--set", "val_images=1"]
+    out = CliRunner().invoke(cli, ["--workspace", str(ws), "train", "--pipeline", "smoke", *fast, "--json"])
+    assert out.exit_code == 0, out.output
+    assert "generated" in out.stderr and "srpipe prepare" in out.stderr  # it says what it did instead
+    res = json.loads(out.stdout)
+    assert res["iteration"] == 3 and Path(res["run_dir"]).parent == ws / "runs"
+    stores = ws / "synthetic" / "smoke" / "stores"
+    assert (stores / "train.h5").is_file() and (stores / "valid.h5").is_file()
+    assert not (ws / "stores").exists()  # the workspace's real stores stay for real data
+    images = sorted((ws / "synthetic" / "smoke" / "images").iterdir())
+    assert len(images) == load_pipeline("smoke").synthetic_images
+    mtimes = [p.stat().st_mtime_ns for p in images]
+    out = CliRunner().invoke(cli, ["--workspace", str(ws), "train", "--pipeline", "smoke", *fast, "--json"])
+    assert out.exit_code == 0, out.output
+    assert [p.stat().st_mtime_ns for p in images] == mtimes  # found again, not regenerated

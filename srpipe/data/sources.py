@@ -51,9 +51,18 @@ def is_image(path: Path) -> bool:
 
 
 def walk_images(folder: Path) -> list[Path]:
-    """Image files under ``folder`` (recursive, symlinks followed for files only), sorted."""
+    """Image files under ``folder`` (recursive, symlinks followed for files only), sorted.
+
+    Raises ``InputError`` for a folder in the tree that cannot be listed: a store silently missing
+    its images would look complete."""
+    def onerror(exc: OSError) -> None:
+        if isinstance(exc, FileNotFoundError):  # an optional folder (DIV2K_valid_HR) that is absent
+            return
+        raise InputError(f"{exc.filename or folder}: cannot list the folder: {exc.strerror or exc}; fix "
+                         "its permissions or move it out of the input folder") from exc
+
     found: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(folder):
+    for dirpath, dirnames, filenames in os.walk(folder, onerror=onerror):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         found.extend(Path(dirpath) / n for n in filenames if is_image(Path(n)))
     return sorted(found)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -58,3 +59,33 @@ def _reserve_temp(path: Path) -> Path:
         except OSError as exc:
             raise OutputError(f"{path.parent}: cannot create a file there: {exc.strerror or exc}") from exc
     raise OutputError(f"{path.parent}: cannot create a unique temporary file")
+
+
+def check_writable_folder(folder: str | Path, what: str = "--out") -> None:
+    """Raise ``OutputError`` unless ``folder`` is, or could be created as, a folder this process can
+    write to; creates nothing that stays. For commands to call before any work, so that a read-only or
+    misspelt destination fails once, up front, instead of once per file after all the computing.
+
+    The nearest existing ancestor must be a folder (not a file) that grants write access and in which
+    a file can really be created and removed: permission bits alone miss read-only mounts and do not
+    bind root.
+    """
+    folder = Path(folder)
+    existing = folder
+    while not existing.exists() and not existing.is_symlink() and existing.parent != existing:
+        existing = existing.parent
+    if existing.is_symlink() and not existing.exists():
+        raise OutputError(f"{what} {folder}: {existing} is a broken symlink")
+    if not existing.is_dir():
+        where = "is a file" if existing == folder else f"cannot be created: {existing} is a file"
+        raise OutputError(f"{what} {folder}: {where}, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        place = "" if existing == folder else f" (it would be created in {existing})"
+        raise OutputError(f"{what} {folder}: not writable{place}: permission denied")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".srpipe-write-test-", dir=existing)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        place = "" if existing == folder else f" (nothing can be created in {existing})"
+        raise OutputError(f"{what} {folder}: not writable{place}: {exc.strerror or exc}") from exc

@@ -3,7 +3,8 @@
 Arrays follow the imaging contract: ``H×W`` gray, ``H×W×3`` RGB or ``H×W×4`` RGBA, ``uint8``/``uint16``.
 The model sees ``H×W×3`` float32 in [0, 1] (``to_rgb_float``); its output goes back to the source's
 dtype and channel layout with ``from_rgb_float``. Alpha never goes through these two: split it off
-(``split_alpha``), treat it as a gray image, and ``merge_alpha`` the results.
+(``split_alpha``), treat it as a gray image, and ``merge_alpha`` the results; ``settled_alpha`` finds
+where the source's alpha is fully transparent or fully opaque all around, to keep it exactly so.
 """
 
 from __future__ import annotations
@@ -56,6 +57,32 @@ def split_alpha(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     if pixels.ndim == 3 and pixels.shape[2] == 4:
         return np.ascontiguousarray(pixels[..., :3]), np.ascontiguousarray(pixels[..., 3])
     return pixels, None
+
+
+def settled_alpha(alpha: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(clear, opaque)``: boolean ``H×W`` masks of the pixels whose ``(2·radius + 1)²`` window of
+    ``alpha`` (edges replicated) is all 0, resp. all at the dtype's maximum (255 or 65535).
+
+    An upscaler sets its output alpha to exactly 0 / the maximum where the source pixel's window is
+    settled, so ringing of the model cannot give fully transparent areas a faint alpha (or opaque ones
+    a faint transparency) near edges and corners."""
+    if alpha.ndim != 2:
+        raise ValueError(f"settled_alpha expects an H×W alpha plane, got shape {alpha.shape}")
+    top = _top(alpha.dtype)
+    return _window(alpha, radius, np.maximum) == 0, _window(alpha, radius, np.minimum) == top
+
+
+def _window(plane: np.ndarray, radius: int, op: np.ufunc) -> np.ndarray:
+    """``op`` (np.minimum or np.maximum) over the ``(2·radius + 1)²`` window of every pixel, separably."""
+    out = plane
+    for axis in (0, 1):
+        n = out.shape[axis]
+        pad = [(radius, radius) if a == axis else (0, 0) for a in range(2)]
+        padded = np.pad(out, pad, mode="edge")
+        out = np.take(padded, np.arange(n), axis=axis)
+        for k in range(1, 2 * radius + 1):
+            op(out, np.take(padded, np.arange(k, k + n), axis=axis), out=out)
+    return out
 
 
 def merge_alpha(color: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:

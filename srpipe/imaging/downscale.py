@@ -4,7 +4,8 @@ Each image is read (orientation applied, bit depth kept), cropped bottom/right t
 scale (``modcrop``), shrunk with :func:`srpipe.imaging.resize.imresize` (``1/scale``, the chosen
 boundary) and written as PNG with its ICC profile, EXIF and XMP, atomically. A folder is walked
 recursively in sorted order; only image suffixes are taken and hidden files and folders (names
-starting with ``.``) are skipped. ``SRC/a/b/photo.jpg`` becomes ``DST/a/b/photo.png``.
+starting with ``.``) are skipped; a subfolder that cannot be listed is reported as failed.
+``SRC/a/b/photo.jpg`` becomes ``DST/a/b/photo.png``.
 
 Safety: nothing is ever written inside ``SRC`` (an ``--out`` inside the source folder, or an output
 that would replace the source file, is refused); existing outputs are skipped unless ``overwrite``;
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from srpipe.errors import InputError, OutputError, SrpipeError, UsageError
+from srpipe.imaging.atomic import check_writable_folder
 from srpipe.imaging.io import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, read_image, write_image
 from srpipe.imaging.resize import Boundary, imresize, modcrop
 from srpipe.parallel import make_pool, ordered_map, usable_cores
@@ -72,12 +74,16 @@ def _inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
-def plan_outputs(src: Path, dst: Path) -> list[tuple[Path, Path]]:
+def plan_outputs(src: Path, dst: Path, *,
+                 unreadable: list[tuple[Path, str]] | None = None) -> list[tuple[Path, Path]]:
     """``(source, output)`` pairs for a file or a folder tree, in a stable order (see module doc).
 
     A file ``src`` goes to ``dst`` itself when ``dst`` ends in ``.png``, else to ``dst/<stem>.png``.
     Raises ``InputError`` (missing source, not an image, no images found) and ``OutputError``
-    (``dst`` inside the source folder, or the output would replace the source file).
+    (``dst`` inside the source folder, the output would replace the source file, or the output folder
+    cannot be written: checked here, before any image is read). A subfolder that cannot be listed is
+    appended to ``unreadable`` as ``(folder, reason)`` and the walk goes on (without the list, or for
+    ``src`` itself, it is an ``InputError``).
     """
     if not src.exists():
         raise InputError(f"{src}: no such file or folder")
@@ -87,20 +93,29 @@ def plan_outputs(src: Path, dst: Path) -> list[tuple[Path, Path]]:
         out = dst if dst.suffix.lower() == ".png" else dst / f"{src.stem}.png"
         if out.resolve() == src.resolve():
             raise OutputError(f"{out}: that is the source file; choose another --out")
+        check_writable_folder(out.parent)
         return [(src, out)]
     root = src.resolve()
     if _inside(dst.resolve(), root):
         raise OutputError(f"--out {dst} is inside the source folder {src}; choose a folder outside it")
     if dst.exists() and not dst.is_dir():
         raise OutputError(f"--out {dst} is a file; a folder source needs an output folder")
+    check_writable_folder(dst)
+    def onerror(exc: OSError) -> None:
+        folder = Path(exc.filename) if exc.filename else src
+        reason = f"cannot list the folder: {exc.strerror or exc}"
+        if unreadable is None or folder == src:
+            raise InputError(f"{folder}: {reason}") from exc
+        unreadable.append((folder, reason))
+
     pairs = []
-    for folder, dirs, files in os.walk(src):
+    for folder, dirs, files in os.walk(src, onerror=onerror):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(files):
             path = Path(folder) / name
             if not name.startswith(".") and _is_image(path):
                 pairs.append((path, dst / path.relative_to(src).with_suffix(".png")))
-    if not pairs:
+    if not pairs and not unreadable:
         raise InputError(f"{src}: no images found (looked for {', '.join(IMAGE_SUFFIXES)}; "
                          "hidden files and folders are skipped)")
     return pairs
@@ -172,7 +187,8 @@ def downscale_tree(src: Path, dst: Path, *, scale: int, boundary: Boundary = "mi
         raise UsageError(f"--workers must be >= 0 (0 = one per CPU core), got {workers}")
     start = time.perf_counter()
     src, dst = Path(src), Path(dst)
-    pairs = plan_outputs(src, dst)
+    unreadable: list[tuple[Path, str]] = []
+    pairs = plan_outputs(src, dst, unreadable=unreadable)
     root = src.resolve() if src.is_dir() else None
     skipped: list[tuple[Path, str]] = []
     failed: list[tuple[int, Path, str]] = []
@@ -207,6 +223,7 @@ def downscale_tree(src: Path, dst: Path, *, scale: int, boundary: Boundary = "mi
     except BrokenProcessPool as exc:
         raise SrpipeError(f"a downscale worker process died (out of memory?) after {len(written)} "
                           "outputs, which are complete; re-run the same command to do the rest") from exc
+    failed += [(len(pairs), folder, reason) for folder, reason in unreadable]
     failed.sort(key=lambda item: item[0])  # name clashes were found before the conversions ran
     return DownscaleResult(tuple(written), tuple(skipped), tuple((p, r) for _, p, r in failed),
                            megapixels, time.perf_counter() - start)

@@ -5,5 +5,6 @@
 - ``upscaler``: ``OnnxUpscaler``, one image (uint8/uint16, gray/RGB/RGBA) in, its upscaled copy out.
 - ``receptive``: measuring a model's effective receptive field and deriving the tile overlap from it.
 - ``files``: walking inputs, mirroring the tree under ``--out``, output naming and path safety, sharding.
+- ``manifest``: what made each output in ``--out``, so reruns redo exactly the stale outputs.
 - ``runner``: ``srpipe process`` (threads for decode/encode, per-file isolation, report).
 """

@@ -5,7 +5,8 @@ Contracts:
 - ``walk_inputs``: a file is taken as given; a folder is walked recursively, in sorted order, keeping
   names whose suffix (case-insensitive) is in ``extensions``. Hidden files and folders (leading ``.``,
   which includes our own atomic-write temporaries) are skipped; symlinked folders are not followed
-  (no loops, no escaping the tree); symlinked files are read.
+  (no loops, no escaping the tree); symlinked files are read. A subfolder that cannot be listed is
+  never skipped silently: it is reported with the reason.
 - ``plan_outputs``: the relative tree is mirrored under ``--out``; the suffix is the input's or the
   requested format's. Names never collide, even on case-insensitive file systems: a file that already
   has the target suffix keeps its name, another that would clash gets its original suffix kept in the
@@ -29,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from srpipe.errors import InputError, OutputError, UsageError
+from srpipe.imaging.atomic import check_writable_folder
 
 FORMAT_SUFFIX = {"png": ".png", "jpg": ".jpg", "webp": ".webp", "tiff": ".tif"}
 
@@ -42,15 +44,29 @@ class Job:
     out_rel: PurePosixPath
 
 
-def walk_inputs(root: Path, extensions: tuple[str, ...]) -> list[tuple[Path, PurePosixPath]]:
-    """``(path, path relative to root)`` for every input (see the module docstring)."""
+def walk_inputs(root: Path, extensions: tuple[str, ...], *,
+                unreadable: list[tuple[Path, str]] | None = None) -> list[tuple[Path, PurePosixPath]]:
+    """``(path, path relative to root)`` for every input (see the module docstring).
+
+    A subfolder that cannot be listed (permissions, I/O error) is appended to ``unreadable`` as
+    ``(folder, reason)`` and the walk goes on; without that list it raises ``InputError``. ``root``
+    itself unreadable always raises ``InputError``.
+    """
     if root.is_file():
         return [(root, PurePosixPath(root.name))]
     if not root.is_dir():
         raise InputError(f"{root}: no such file or folder")
+
+    def onerror(exc: OSError) -> None:
+        folder = Path(exc.filename) if exc.filename else root
+        reason = f"cannot list the folder: {exc.strerror or exc}"
+        if unreadable is None or folder == root:
+            raise InputError(f"{folder}: {reason}") from exc
+        unreadable.append((folder, reason))
+
     wanted = {e.lower() for e in extensions}
     found: list[tuple[Path, PurePosixPath]] = []
-    for folder, dirs, files in os.walk(root, followlinks=False):
+    for folder, dirs, files in os.walk(root, onerror=onerror, followlinks=False):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         rel_folder = PurePosixPath(Path(folder).relative_to(root).as_posix())
         for name in sorted(files):
@@ -106,13 +122,16 @@ def parse_shard(text: str | None, environ: Mapping[str, str] = os.environ) -> tu
 
 
 def check_roots(source: Path, out: Path) -> None:
-    """Refuse an ``--out`` that is, or lies inside, the input folder (outputs would mix with inputs)."""
+    """Refuse an ``--out`` that is, or lies inside, the input folder (outputs would mix with inputs),
+    and one that cannot be written (``OutputError``: read-only, or a file in its path), before any
+    work is done."""
     src, dst = source.resolve(), out.resolve()
     if source.is_dir() and (dst == src or src in dst.parents):
         raise UsageError(f"--out {out} is inside the input folder {source}; srpipe never writes into "
                          "its input: choose an output folder outside it")
     if dst.exists() and not dst.is_dir():
         raise UsageError(f"--out {out} exists and is not a folder")
+    check_writable_folder(out)
 
 
 def safe_output_path(out_root: Path, rel: PurePosixPath, source: Path) -> Path:

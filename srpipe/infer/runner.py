@@ -1,13 +1,14 @@
 """``srpipe process``: upscale a file or a folder tree with one ONNX Runtime session.
 
 Pipeline: a reader thread decodes images into a bounded queue, the calling thread runs the model
-(``OnnxUpscaler``), a writer thread encodes and writes through another bounded queue, so decoding and
+(``TiledUpscaler``), a writer thread encodes and writes through another bounded queue, so decoding and
 encoding overlap inference while at most a few images sit in memory. Every file ends as ``ok``,
-``skipped`` (its output already exists; ``overwrite`` redoes it) or ``failed`` with the reason (corrupt,
-truncated, unsupported, over the pixel cap, unwritable...); one bad file never stops the batch.
-Writes are atomic (``imaging.io.write_image``), so an existing output is always complete and a rerun
-after a kill simply finishes the job. Paths are checked by ``infer.files`` (mirrored tree, no collisions,
-nothing outside ``--out``, never the input).
+``skipped`` (its output is up to date: ``infer.manifest`` records in ``--out`` what made each output, and
+an output made with other settings, model or source is redone; ``overwrite`` redoes all) or ``failed``
+with the reason (corrupt, truncated, unsupported, over the pixel cap, unwritable...); one bad file never
+stops the batch. Writes are atomic (``imaging.io.write_image``), so an existing output is always
+complete and a rerun after a kill simply finishes the job. Paths are checked by ``infer.files``
+(mirrored tree, no collisions, nothing outside ``--out``, never the input).
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ from typing import Literal
 import numpy as np
 
 from srpipe.config import ProcessConfig
-from srpipe.errors import InputError, SrpipeError, UsageError
+from srpipe.errors import ImageTooLargeError, InputError, SrpipeError, UsageError
 from srpipe.imaging.color import to_uint8
-from srpipe.imaging.io import Image, read_image, write_image
+from srpipe.imaging.io import Image, Layout, peek_layout, read_image, write_image
+from srpipe.infer import budget, manifest
 from srpipe.infer.files import (
     Job,
     check_roots,
@@ -36,7 +38,7 @@ from srpipe.infer.files import (
     walk_inputs,
 )
 from srpipe.infer.session import find_model
-from srpipe.infer.upscaler import OnnxUpscaler
+from srpipe.infer.upscaler import TiledUpscaler
 from srpipe.progress import ProgressFn, report
 from srpipe.workspace import Workspace
 
@@ -69,6 +71,7 @@ class ProcessReport:
     scale: int
     tile: int
     overlap: int
+    overlap_source: str  # "metadata", "measured" (foreign model, infer.measured) or "given"
     batch: int
     ensemble: bool
     shard: tuple[int, int]
@@ -76,6 +79,7 @@ class ProcessReport:
     seconds: float = 0.0
     extra_compute: float = 0.0
     oom_retries: int = 0
+    redone: dict[str, int] = field(default_factory=dict)  # existing outputs replaced, by reason
 
     def count(self, status: Status) -> int:
         return sum(f.status == status for f in self.files)
@@ -92,15 +96,18 @@ class ProcessReport:
         data = asdict(self)
         data.update(ok=self.count("ok"), skipped=self.count("skipped"), failed=self.count("failed"),
                     output_megapixels=round(self.output_megapixels, 3),
-                    megapixels_per_second=round(self.megapixels_per_second, 4))
+                    megapixels_per_second=round(self.megapixels_per_second, 4),
+                    redone_files=sum(self.redone.values()))
         return data
 
 
-def make_jobs(source: Path, out: Path, cfg: ProcessConfig, shard: tuple[int, int]) -> list[Job]:
-    """All inputs, their collision-free outputs, and this shard's share of them."""
+def make_jobs(source: Path, out: Path, cfg: ProcessConfig, shard: tuple[int, int],
+              unreadable: list[tuple[Path, str]] | None = None) -> list[Job]:
+    """All inputs, their collision-free outputs, and this shard's share of them; subfolders that cannot
+    be listed go to ``unreadable`` (see ``walk_inputs``)."""
     check_roots(source, out)
-    found = walk_inputs(source, cfg.extensions)
-    if not found:
+    found = walk_inputs(source, cfg.extensions, unreadable=unreadable)
+    if not found and not unreadable:
         raise InputError(f"{source}: no images to process (looked for {', '.join(cfg.extensions)}; "
                          "hidden files and folders are skipped)")
     outs = plan_outputs([rel for _, rel in found], cfg.format)
@@ -111,17 +118,20 @@ def make_jobs(source: Path, out: Path, cfg: ProcessConfig, shard: tuple[int, int
 
 def process(source: Path, out: Path, cfg: ProcessConfig, *, workspace: Workspace,
             model: str | Path | None = None, shard: tuple[int, int] = (0, 1),
-            progress: ProgressFn | None = None, upscaler: OnnxUpscaler | None = None) -> ProcessReport:
+            progress: ProgressFn | None = None, upscaler: TiledUpscaler | None = None) -> ProcessReport:
     """Upscale ``source`` (file or folder) into ``out``; see the module docstring.
 
     ``model``: a file, "default" (bundled), or None (newest workspace export of ``cfg.scale``, then
     bundled). ``upscaler`` replaces the session-backed one (tests, benchmarks).
     """
-    jobs = make_jobs(source, out, cfg, shard)
+    unreadable: list[tuple[Path, str]] = []
+    jobs = make_jobs(source, out, cfg, shard, unreadable)
     if upscaler is None:
         path = find_model(cfg.scale, model=model, workspace=workspace)
-        upscaler = OnnxUpscaler.open(path, device=cfg.device, threads=cfg.threads, tile=cfg.tile,
-                                     overlap=cfg.overlap, batch=cfg.batch, ensemble=cfg.ensemble)
+        upscaler = TiledUpscaler.open(path, device=cfg.device, threads=cfg.threads, tile=cfg.tile,
+                                      overlap=cfg.overlap, batch=cfg.batch, ensemble=cfg.ensemble,
+                                      cache_dir=workspace.cache, backend=cfg.backend,
+                                      precision=cfg.precision)
         model_name = str(path)
     else:
         model_name = getattr(upscaler, "name", "custom")
@@ -129,11 +139,12 @@ def process(source: Path, out: Path, cfg: ProcessConfig, *, workspace: Workspace
         raise UsageError(f"{model_name} is a x{upscaler.scale} model, but --scale {cfg.scale} was asked "
                          "for; pass a matching --model or drop --scale")
     rep = ProcessReport(model=model_name, provider=upscaler.provider, scale=upscaler.scale,
-                        tile=upscaler.tile, overlap=upscaler.overlap, batch=upscaler.batch,
+                        tile=upscaler.tile, overlap=upscaler.overlap, overlap_source=upscaler.overlap_source,
+                        batch=upscaler.batch,
                         ensemble=upscaler.ensemble, shard=shard)
-    log.info("%d file(s) to process with %s on %s", len(jobs), model_name, upscaler.provider)
     start = time.perf_counter()
     _run(jobs, out, cfg, upscaler, rep, progress)
+    rep.files += [FileResult(str(folder), "", "failed", reason) for folder, reason in unreadable]
     rep.seconds = time.perf_counter() - start
     st = upscaler.stats
     rep.extra_compute = st.computed_lr_pixels / st.image_lr_pixels - 1 if st.image_lr_pixels else 0.0
@@ -141,14 +152,23 @@ def process(source: Path, out: Path, cfg: ProcessConfig, *, workspace: Workspace
     return rep
 
 
-def _run(jobs: list[Job], out: Path, cfg: ProcessConfig, upscaler: OnnxUpscaler, rep: ProcessReport,
+def _run(jobs: list[Job], out: Path, cfg: ProcessConfig, upscaler: TiledUpscaler, rep: ProcessReport,
          progress: ProgressFn | None) -> None:
     results: dict[int, FileResult] = {}
     todo: list[tuple[int, Job, Path]] = []
-    for i, job in enumerate(jobs):
-        target = out.joinpath(*job.out_rel.parts)
-        if target.is_file() and not target.is_symlink() and not cfg.overwrite:
-            results[i] = FileResult(str(job.source), str(target), "skipped", "output exists")
+    targets = [out.joinpath(*job.out_rel.parts) for job in jobs]
+    settings = manifest.Settings.current(model=rep.model, scale=rep.scale, tile=rep.tile, overlap=rep.overlap,
+                                         ensemble=rep.ensemble, quality=cfg.quality)
+    plan = manifest.plan_reruns(jobs, targets, settings, manifest.read_manifests(out),
+                                overwrite=cfg.overwrite)
+    book = manifest.ManifestWriter(out, rep.shard, settings, provider=rep.provider)
+    book.begin(plan)
+    skipped = sum(status == "skipped" for status, _ in plan.settled.values())
+    log.info("%d file(s) to process with %s on %s%s", len(jobs) - len(plan.settled), rep.model,
+             rep.provider, f"; {skipped} up to date (skipped)" if skipped else "")
+    for i, (job, target) in enumerate(zip(jobs, targets, strict=True)):
+        if i in plan.settled:
+            results[i] = FileResult(str(job.source), str(target), *plan.settled[i])
         else:
             todo.append((i, job, target))
     decoded: queue.Queue[tuple[int, Job, Path, Image | Exception] | None] = queue.Queue(QUEUE_DEPTH)
@@ -163,30 +183,45 @@ def _run(jobs: list[Job], out: Path, cfg: ProcessConfig, upscaler: OnnxUpscaler,
             mps = sum(r.output_megapixels for r in results.values()) / max(time.perf_counter() - t0, 1e-9)
         report(progress, "process", done, len(jobs), f"{mps:.2f} MP/s")
 
+    budget_bytes = cfg.memory_budget * budget.MIB
+    pending = [0]  # estimated bytes of the outputs queued for or being encoded
+    settle = threading.Condition()
+
     def reader() -> None:
         for i, job, target in todo:
             if stop.is_set():
                 break
             try:
-                item: Image | Exception = read_image(job.source, max_pixels=cfg.max_pixels)
+                item: Image | Exception = _over_budget(job, target, cfg, upscaler) or \
+                    read_image(job.source, max_pixels=cfg.max_pixels)
             except Exception as exc:  # reported per file; the batch goes on
                 item = exc
             decoded.put((i, job, target, item))
         decoded.put(None)
 
+    def encoded(cost: int) -> None:
+        with settle:
+            pending[0] -= cost
+            settle.notify_all()
+
     def writer() -> None:
         while (item := encode.get()) is not None:
             i, job, target, image, pixels, seconds = item
+            cost = budget.encode_bytes(_layout(image.pixels), rep.scale, target.suffix)
             try:
                 path = safe_output_path(out, job.out_rel, job.source)
                 if target.suffix.lower() in _EIGHT_BIT and pixels.dtype == np.uint16:
                     pixels = to_uint8(pixels)  # the format holds 8 bits; converting is what was asked
                 write_image(path, pixels, icc=image.icc, exif=image.exif, xmp=image.xmp, iptc=image.iptc,
                             quality=cfg.quality)
+                book.record(job, path)
                 mp = pixels.shape[0] * pixels.shape[1] / 1e6
                 finish(i, FileResult(str(job.source), str(path), "ok", "", mp, seconds))
             except Exception as exc:
                 finish(i, FileResult(str(job.source), str(target), "failed", _reason(exc)))
+            finally:
+                del pixels, image, item
+                encoded(cost)
 
     t0 = time.perf_counter()
     threads = [threading.Thread(target=reader, name="srpipe-decode", daemon=True),
@@ -204,6 +239,11 @@ def _run(jobs: list[Job], out: Path, cfg: ProcessConfig, upscaler: OnnxUpscaler,
                                      f"{target.suffix} cannot store the alpha channel; use --format png, "
                                      "webp or tiff"))
                 continue
+            layout = _layout(image.pixels)
+            need = budget.upscale_bytes(layout, upscaler.scale, upscaler.tile)
+            with settle:  # upscale beside earlier outputs still encoding only while both fit the budget
+                while pending[0] and pending[0] + need > budget_bytes:
+                    settle.wait(0.5)
             started = time.perf_counter()
             try:
                 pixels = upscaler(image.pixels)
@@ -211,7 +251,10 @@ def _run(jobs: list[Job], out: Path, cfg: ProcessConfig, upscaler: OnnxUpscaler,
                 log.debug("upscaling %s failed", job.source, exc_info=True)
                 finish(i, FileResult(str(job.source), str(target), "failed", _reason(exc)))
                 continue
+            with settle:
+                pending[0] += budget.encode_bytes(layout, upscaler.scale, target.suffix)
             encode.put((i, job, target, image, pixels, time.perf_counter() - started))
+            del pixels, image, got
     finally:
         stop.set()
         encode.put(None)  # the writer finishes what it holds (atomically) and exits
@@ -220,7 +263,30 @@ def _run(jobs: list[Job], out: Path, cfg: ProcessConfig, upscaler: OnnxUpscaler,
                 decoded.get(timeout=0.05)
         for t in threads:
             t.join()
+        book.close()
+    for i, why in plan.redo.items():
+        if (done := results.get(i)) is not None and done.status == "ok":
+            done.reason = f"redone: {why}"
+            rep.redone[why] = rep.redone.get(why, 0) + 1
     rep.files = [results[i] for i in sorted(results)]
+
+
+def _layout(pixels: np.ndarray) -> Layout:
+    return Layout(pixels.shape[1], pixels.shape[0], pixels.shape[2] if pixels.ndim == 3 else 1,
+                  pixels.itemsize)
+
+
+def _over_budget(job: Job, target: Path, cfg: ProcessConfig, upscaler: TiledUpscaler) -> Exception | None:
+    """The refusal of a file whose estimated memory (``infer.budget``, from its header: instant) is over
+    ``cfg.memory_budget``, else None; files over the pixel cap are left to ``read_image``'s message."""
+    layout = peek_layout(job.source)
+    if layout is None or layout.width * layout.height > cfg.max_pixels:
+        return None
+    need = budget.file_bytes(layout, upscaler.scale, upscaler.tile, target.suffix)
+    if need <= cfg.memory_budget * budget.MIB:
+        return None
+    return ImageTooLargeError(job.source, budget.over_budget_reason(layout, upscaler.scale, need,
+                                                                    cfg.memory_budget))
 
 
 def _reason(exc: BaseException) -> str:

@@ -1,9 +1,10 @@
-"""ONNX Runtime sessions for srpipe models: metadata, model discovery, providers, options, IO binding.
+"""ONNX Runtime sessions (a ``Backend`` of the tiled engine) and model discovery.
 
-Model contract (what ``srpipe export`` writes, docs/export.md): one input ``INPUT_NAME`` and one output
-``OUTPUT_NAME``, NCHW float32 RGB in [0, 1], dynamic batch/height/width, output ``scale`` × the input;
-``metadata_props`` hold the keys in ``MetaKey`` as strings. Models without srpipe metadata (foreign
-exports) still run: their scale is probed with a tiny input and their overlap must be given.
+The model contract (input/output names, metadata keys, ``ModelDescriptor``) lives in
+``srpipe.contract``. A session reads the descriptor from the loaded model; a model without srpipe's
+metadata (a foreign export) is probed once with a small input, which confirms a stated ``scale`` or
+finds it, and turns anything that is not an RGB integer-factor upscaler into an ``InputError`` naming
+the file and the shapes found.
 
 ``OrtSession`` runs batches. Providers are chosen deliberately (``--device auto|cuda|cpu``); what
 *really* runs is ``session.get_providers()[0]``, because onnxruntime-gpu silently falls back to the CPU
@@ -15,87 +16,56 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
+import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
+from srpipe.contract import MetaKey, ModelDescriptor, describe, describe_props
 from srpipe.errors import InputError, ModelNotFoundError, UsageError
 from srpipe.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
-INPUT_NAME, OUTPUT_NAME = "input", "output"
 Device = Literal["auto", "cuda", "cpu"]
 BUNDLED_DIR = Path(__file__).resolve().parents[1] / "models"  # package data (issue 5)
+PROBE_SHAPE = (1, 3, 24, 32)  # unequal sides: a transposing or square-only model shows itself
 
 
-class MetaKey:
-    """``metadata_props`` keys written by ``srpipe export``."""
+def install_check_reason(desc: ModelDescriptor) -> str:
+    """Why ``desc`` is an install-check export that an automatic choice must not pick ("" if it is not).
 
-    SCALE = "scale"
-    ARCH = "architecture"
-    BLOCKS = "n_resblocks"
-    FEATS = "n_feats"
-    RES_SCALE = "res_scale"
-    PARAMS = "parameters"
-    MFLOP = "mflop_per_lr_pixel"
-    RF_THEORY = "receptive_radius_theoretical"
-    RF_EFFECTIVE = "receptive_radius_effective"
-    RF_PROFILE = "receptive_error_profile"
-    OVERLAP = "tile_overlap"
-    RECIPE = "recipe_hash"
-    ITERATIONS = "trained_iterations"
-    WEIGHTS = "weights"
-    PSNR = "valid_psnr"
-    VERSION = "srpipe_version"
-    PRECISION = "precision"
-    PARITY = "parity_max_abs_diff"
-    SOURCE = "source"
-    GRAPH = "graph_rewrite"
+    ``srpipe export`` records the training pipeline and whether it is an install check (``MetaKey``);
+    for exports made before it did, the run folder named in ``source``
+    (``<pipeline>-<YYYYmmdd-HHMMSS>/checkpoints/...``) gives the pipeline, looked up by name."""
+    props = desc.props
+    flag = props.get(MetaKey.INSTALL_CHECK)
+    if flag is not None:
+        name = props.get(MetaKey.PIPELINE) or "?"
+        return f"exported from the install-check pipeline '{name}'" if flag == "true" else ""
+    source = Path(props.get(MetaKey.SOURCE, ""))
+    if source.parent.name != "checkpoints":
+        return ""
+    match = re.fullmatch(r"(.+)-\d{8}-\d{6}(?:-\d+)?", source.parents[1].name)
+    if match is None:
+        return ""
+    from srpipe.config import load_pipeline
+    from srpipe.errors import SrpipeError
 
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What a model file says about itself. ``overlap`` 0 with ``srpipe`` False means "unknown"."""
-
-    path: Path
-    scale: int
-    overlap: int
-    precision: str = "fp32"
-    srpipe: bool = True
-    props: dict[str, str] = field(default_factory=dict)
-
-
-def info_from_props(path: Path, props: dict[str, str]) -> ModelInfo:
-    """Build ``ModelInfo`` from metadata; raises ``InputError`` naming the file on malformed values."""
-    if MetaKey.SCALE not in props:
-        return ModelInfo(path=path, scale=0, overlap=0, srpipe=False, props=dict(props))
     try:
-        return ModelInfo(path=path, scale=int(props[MetaKey.SCALE]), overlap=int(props[MetaKey.OVERLAP]),
-                         precision=props.get(MetaKey.PRECISION, "fp32"), props=dict(props))
-    except (KeyError, ValueError) as exc:
-        raise InputError(f"{path}: malformed srpipe metadata ({exc}); re-export the model") from exc
-
-
-def read_model_info(path: Path) -> ModelInfo:
-    """Read a model's metadata without creating a session."""
-    import onnx
-
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such model file")
-    try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # protobuf raises assorted types on garbage
-        raise InputError(f"{path}: not a readable ONNX model: {exc}") from exc
-    return info_from_props(path, {p.key: p.value for p in proto.metadata_props})
+        recipe = load_pipeline(match.group(1))
+    except SrpipeError:
+        return ""
+    return f"trained by the install-check pipeline '{recipe.name}'" if recipe.synthetic_images else ""
 
 
 def find_model(scale: int, *, model: str | Path | None, workspace: Workspace) -> Path:
-    """The model to use: ``model`` itself, ``"default"`` = the bundled one, else the newest workspace
-    export of ``scale``, else the bundled one; ``ModelNotFoundError`` with what to do otherwise."""
+    """The model to use: ``model`` itself, ``"default"`` = the bundled one; None (the automatic choice of
+    ``process`` and ``evaluate``) = the newest workspace export of ``scale`` that is not an install
+    check (``install_check_reason``), else the bundled one; the choice and anything passed over are
+    logged. ``ModelNotFoundError`` with what to do otherwise."""
     scale = scale or 4
     if model is not None and str(model) != "default":
         path = Path(model)
@@ -110,20 +80,53 @@ def find_model(scale: int, *, model: str | Path | None, workspace: Workspace) ->
             if folder.is_dir() else []
         for path in files:
             try:
-                if read_model_info(path).scale == scale:
-                    return path
+                desc = describe(path)
             except InputError as exc:
                 log.warning("skipping %s", exc)
+                continue
+            if desc.scale != scale:
+                continue
+            if folder == BUNDLED_DIR:
+                return path
+            if why := install_check_reason(desc):
+                log.info("not choosing %s: %s (pass --model %s to use it)", path, why, path)
+                continue
+            log.info("using %s: the newest x%d export in %s (--model default: the bundled model)",
+                     path, scale, folder)
+            return path
     raise ModelNotFoundError(
         f"no x{scale} model found in {workspace.models} or among the bundled models; pass --model "
         f"FILE.onnx, or train and export one: srpipe train ... && srpipe export (writes {workspace.models})")
 
 
-def is_out_of_memory(exc: BaseException) -> bool:
-    """True when an ONNX Runtime error means the device ran out of memory (CUDA or arena)."""
-    text = str(exc).lower()
-    signs = ("out of memory", "failed to allocate memory", "bfcarena", "cudaerrormemory")
-    return any(s in text for s in signs)
+def probe_input_spec(path: Path, name: str, kind: str, shape: list[object]) -> np.ndarray:
+    """The probe input for a foreign model, after checking its declared input (``kind`` in ONNX
+    Runtime's spelling, e.g. ``tensor(float)``; fixed dimensions as ints); ``InputError`` otherwise."""
+    where = f"{path}: input {name} {kind} {shape}"
+    if kind != "tensor(float)" or len(shape) != 4 or (isinstance(shape[1], int) and shape[1] != 3):
+        raise InputError(f"{where}: srpipe needs one float32 NCHW RGB input (N, 3, H, W)")
+    if isinstance(shape[2], int) or isinstance(shape[3], int):
+        raise InputError(f"{where}: the height and width are fixed; srpipe needs a model exported with "
+                         "dynamic height and width")
+    return np.zeros(PROBE_SHAPE, dtype=np.float32)
+
+
+def check_output(path: Path, in_shape: tuple[int, ...], out_shape: tuple[int, ...], stated: int) -> int:
+    """The scale a probe run shows (``in_shape`` → ``out_shape``); ``InputError`` naming the file and the
+    shapes when it is not an RGB integer upscale of 2 or more, or disagrees with the ``stated`` scale."""
+    h, w = in_shape[2:]
+    shape_in, got = "x".join(map(str, in_shape)), tuple(out_shape)
+    if len(got) != 4 or got[1] != 3 or got[2] % h or got[3] % w or got[2] // h != got[3] // w:
+        raise InputError(f"{path}: a {shape_in} input gives an output of shape {got}: not an RGB image "
+                         "enlarged by one integer factor")
+    scale = got[2] // h
+    if scale < 2:
+        raise InputError(f"{path}: a {shape_in} input gives {got}, the same size: not a super-resolution "
+                         "model (srpipe needs a scale of 2 or more)")
+    if stated and stated != scale:
+        raise InputError(f"{path}: the metadata says scale {stated}, but a {shape_in} input gives {got} "
+                         f"(x{scale}); fix the model's 'scale' metadata")
+    return scale
 
 
 def cpu_threads() -> int:
@@ -196,18 +199,27 @@ class OrtSession:
                              f"{len(outputs)}")
         self.input_name, self.output_name = inputs[0].name, outputs[0].name
         self.io_binding = io_binding
-        props = dict(self._sess.get_modelmeta().custom_metadata_map)
-        info = info_from_props(self.path, props)
-        if not info.srpipe:
-            info = ModelInfo(path=self.path, scale=self._probe_scale(), overlap=0, srpipe=False, props=props)
-        self.info = info
+        self._scale = 0  # unknown until the metadata is read or the probe has run
+        desc = describe_props(self.path, dict(self._sess.get_modelmeta().custom_metadata_map))
+        if not desc.srpipe:
+            desc = replace(desc, scale=self._probe(desc.scale, inputs[0]))
+        self.descriptor: ModelDescriptor = desc
+        self._scale = desc.scale
 
-    def _probe_scale(self) -> int:
-        y = self.run(np.zeros((1, 3, 8, 8), dtype=np.float32))
-        if y.ndim != 4 or y.shape[2] % 8 or y.shape[2] != y.shape[3]:
-            raise InputError(f"{self.path}: output shape {y.shape} for an 8×8 input is not an integer "
-                             "upscale")
-        return y.shape[2] // 8
+    @property
+    def scale(self) -> int:
+        return self._scale
+
+    def _probe(self, stated: int, spec: object) -> int:
+        shape = list(getattr(spec, "shape", []) or [])
+        x = probe_input_spec(self.path, getattr(spec, "name", "?"), getattr(spec, "type", ""), shape)
+        try:
+            y = np.asarray(self._sess.run([self.output_name], {self.input_name: x})[0])
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InputError(f"{self.path}: ONNX Runtime cannot run a 1x3x24x32 input through this model "
+                             f"({first}); srpipe needs an RGB image-to-image model") from exc
+        return check_output(self.path, x.shape, y.shape, stated)
 
     def run(self, x: np.ndarray) -> np.ndarray:
         """Run one batch; ``x`` is C-contiguous NCHW float32. Returns a new NCHW float32 array."""
@@ -223,11 +235,7 @@ class OrtSession:
             self._sess.run_with_iobinding(binding)
             return binding.copy_outputs_to_cpu()[0]
         binding.bind_cpu_input(self.input_name, x)
-        scale = self.info.scale if hasattr(self, "info") else 0
-        if not scale:  # output shape unknown before the first run (probing a foreign model)
-            binding.bind_output(self.output_name, "cpu")
-            self._sess.run_with_iobinding(binding)
-            return binding.copy_outputs_to_cpu()[0]
+        scale = self._scale
         # ORT writes straight into our array: no allocation inside ORT and no copy back out.
         y = np.empty((x.shape[0], 3, x.shape[2] * scale, x.shape[3] * scale), dtype=np.float32)
         binding.bind_output(self.output_name, "cpu", element_type=np.float32, shape=y.shape,

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+EMIT_ROWS = 64  # HR rows handed to ``emit`` at a time
 
 @dataclass(frozen=True)
 class AxisPlan:
@@ -139,7 +140,8 @@ class Blender:
 
     ``add(tile, y)`` takes tiles in the plan's row-major order (``y``: ``(h·s, w·s, C)`` float32); when a
     new tile row begins, the HR rows no later tile can touch are divided by Σw and passed to
-    ``emit(hr_row0, rows)``; ``finish()`` emits the rest. Every HR row is emitted exactly once, in order.
+    ``emit(hr_row0, rows)`` (at most ``EMIT_ROWS`` at a time); ``finish()`` emits the rest. Every HR row is
+    emitted exactly once, in order.
     """
 
     def __init__(self, plan: TilePlan, scale: int, channels: int,
@@ -182,7 +184,10 @@ class Blender:
             wsum = self._wsum[:n_rows]
             if not np.all(wsum > 0):  # a planner bug, never the user's input: fail loudly
                 raise RuntimeError("tile plan left HR pixels without weight")
-            self.emit(self._base, self._acc[:n_rows] / wsum[:, :, None])
+            # In slices of rows: the quotient (and what emit makes of it) never costs a whole band.
+            for r in range(0, n_rows, EMIT_ROWS):
+                rows = slice(r, min(r + EMIT_ROWS, n_rows))
+                self.emit(self._base + r, self._acc[rows] / wsum[rows, :, None])
 
     def finish(self) -> None:
         """Emit the remaining rows; every tile must have been added."""

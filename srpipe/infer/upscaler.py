@@ -1,18 +1,26 @@
-"""``OnnxUpscaler``: one image in, its super-resolved copy out, through tiles and one ONNX Runtime session.
+"""The tiled engine: one image in, its super-resolved copy out, through tiles and one ``Backend``.
+
+Every upscale in srpipe goes through :class:`TiledUpscaler`: ``process`` and ``evaluate`` of ONNX
+models (``OrtSession``), ``evaluate`` of PyTorch checkpoints and training validation
+(``TorchBackend``).
 
 Contract: ``upscaler(pixels)`` takes an ``H×W`` (gray), ``H×W×3`` (RGB) or ``H×W×4`` (RGBA) ``uint8`` or
 ``uint16`` array and returns ``(H·s)×(W·s)`` of the same layout and dtype. Colour goes through the
 model as RGB floats in [0, 1] (``imaging.color``); gray is replicated to RGB and averaged back; 16-bit
-stays float end to end (x / 65535 in, x · 65535 rounded out: no 8-bit step). Alpha is upscaled by the
-*same model through the same tiles*: it rides along as a second batch item (the alpha plane replicated
-to RGB, averaged back), so its edges are as sharp as the colour's and the tiling cannot misalign them;
-it costs one extra model pass per tile.
+stays float end to end (x / 65535 in, x · 65535 rounded out: no 8-bit step). Quantisation happens once,
+at the end (clip, scale, round half to even). Alpha is upscaled by the *same model through the same
+tiles*: it rides along as a second batch item (the alpha plane replicated to RGB, averaged back), so its
+edges are as sharp as the colour's and the tiling cannot misalign them; it costs one extra model pass
+per tile. The model rings near edges and corners, so an output pixel whose source pixel has alpha all
+0 (all maximum) within ``ALPHA_RADIUS`` LR px is set to exactly 0 (the maximum): fully transparent
+areas stay fully transparent and opaque ones opaque (``imaging.color.settled_alpha``).
 
-Tiling (``tiling``): tiles of at most ``tile`` LR pixels overlapping by ``overlap`` (the model's
-measured recommendation by default), blended with a smooth weight-normalised window; ``tile=0`` runs
-the whole image in one call. Up to ``batch`` equal-size tiles go to the session per call. ``ensemble``
-averages the 8 flips/rotations of every tile (EDSR+): 8× the compute. A device out-of-memory error
-halves the tile, logs it, and retries the image; the smaller tile is kept for later images.
+Tiling (``tiling``): tiles of at most ``tile`` LR pixels overlapping by ``overlap``, blended with a
+smooth weight-normalised window; ``tile=0`` runs the whole image in one call. The one overlap rule,
+checked once when the upscaler is built (``check_tiling``): ``0 <= 2 · overlap <= tile`` unless
+``tile`` is 0. Up to ``batch`` equal-size tiles go to the backend per call. ``ensemble`` averages the 8
+flips/rotations of every tile (EDSR+, :func:`dihedral_mean`): 8× the compute. A device out-of-memory
+error halves the tile, logs it, and retries the image; the smaller tile is kept for later images.
 """
 
 from __future__ import annotations
@@ -21,29 +29,54 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 
 from srpipe.errors import UsageError
-from srpipe.imaging.color import from_rgb_float, split_alpha, to_rgb_float
-from srpipe.infer.session import Device, OrtSession, is_out_of_memory
+from srpipe.imaging.color import from_rgb_float, settled_alpha, split_alpha, to_rgb_float
+from srpipe.infer.backends import Backend, BackendChoice, Precision, is_out_of_memory, open_onnx_backend
+from srpipe.infer.session import Device
 from srpipe.infer.tiling import Blender, plan_tiles
-from srpipe.upscale import dihedral_mean
 
 log = logging.getLogger(__name__)
 
 MIN_TILE = 16  # below this an OOM is not worth fighting: the device is simply too small
+ALPHA_RADIUS = 2  # LR px around a pixel whose alpha must be all 0 (all max) to keep it exactly so
 
 
-class Runner(Protocol):
-    """What the upscaler needs from a session (``OrtSession`` satisfies it; tests may fake it)."""
+def check_tiling(tile: int, overlap: int, batch: int = 1, *, option: str = "--tile") -> None:
+    """The one overlap rule; ``UsageError`` saying what to pass instead."""
+    if tile < 0 or overlap < 0 or batch < 1:
+        raise UsageError(f"tile ({tile}) and overlap ({overlap}) must be >= 0, batch ({batch}) >= 1")
+    if tile and 2 * overlap > tile:
+        raise UsageError(f"{option} {tile} is smaller than twice the tile overlap ({overlap} LR px); use "
+                         f"{option} {2 * overlap} or more, or {option} 0 for whole images")
 
-    provider: str
 
-    def run(self, x: np.ndarray) -> np.ndarray:
-        """NCHW float32 batch → NCHW float32 at ``scale`` × the size."""
-        ...
+def exact_overlap(radius: int) -> int:
+    """The overlap at which tiled output equals whole-image output (up to float summation order) for a
+    model of receptive ``radius`` LR px: the blend gives zero weight to the outer third of every shared
+    strip, so that third must cover the radius."""
+    return 3 * radius
+
+
+def dihedral_mean(run: Callable[[np.ndarray], np.ndarray], x: np.ndarray, *, axes: tuple[int, int],
+                  out_axes: tuple[int, int] | None = None) -> np.ndarray:
+    """Self-ensemble (EDSR+): the float32 mean of ``run`` over the 8 flips/rotations of ``x`` in the
+    plane ``axes``, each output transformed back (in ``out_axes``, default ``axes``) before averaging,
+    so the result is aligned with ``x``. uint8 outputs are taken as 8-bit levels (÷ 255)."""
+    oy, ox = out_axes or axes
+    total: np.ndarray | None = None
+    for flip in (False, True):
+        xf = np.flip(x, axes[1]) if flip else x
+        for k in range(4):
+            y = run(np.ascontiguousarray(np.rot90(xf, k, axes=axes)))
+            y = y.astype(np.float32) / np.float32(255.0) if y.dtype == np.uint8 else y.astype(np.float32)
+            y = np.rot90(y, -k, axes=(oy, ox))
+            y = np.flip(y, ox) if flip else y
+            total = y.copy() if total is None else total + y
+    assert total is not None
+    return total / np.float32(8.0)
 
 
 @dataclass
@@ -56,46 +89,54 @@ class UpscaleStats:
     oom_retries: int = 0
 
 
-class OnnxUpscaler:
-    """Tiled super-resolution of whole images with one session (see the module docstring)."""
+class TiledUpscaler:
+    """Tiled super-resolution of whole images with one backend (see the module docstring)."""
 
-    def __init__(self, session: Runner, *, scale: int, overlap: int, tile: int = 384, batch: int = 1,
-                 ensemble: bool = False) -> None:
-        if tile < 0 or batch < 1 or overlap < 0:
-            raise UsageError(f"tile ({tile}) and overlap ({overlap}) must be >= 0, batch ({batch}) >= 1")
-        if tile and 2 * overlap > tile:
-            raise UsageError(f"--tile {tile} is smaller than twice the overlap ({overlap}); use --tile "
-                             f"{2 * overlap} or more, or --tile 0 for whole images")
-        self.session, self.scale, self.overlap = session, scale, overlap
+    def __init__(self, backend: Backend, *, overlap: int, tile: int = 384, batch: int = 1,
+                 ensemble: bool = False, name: str = "model", option: str = "--tile") -> None:
+        check_tiling(tile, overlap, batch, option=option)
+        self.backend, self.scale, self.overlap = backend, backend.scale, overlap
         self.tile, self.batch, self.ensemble = tile, batch, ensemble
         self.stats = UpscaleStats()
-        self.name = "onnx" + ("+ensemble" if ensemble else "")  # for reports (evaluate's Upscaler protocol)
-        self.notes: tuple[str, ...] = ()  # lines for evaluate's report (srpipe.upscale sets them)
+        self.name = name + ("+ensemble" if ensemble else "")  # for reports (evaluate's Upscaler protocol)
+        tiling = f"tiles of {tile} LR px, overlap {overlap}" if tile else "whole images"
+        self.notes: tuple[str, ...] = (f"{backend.provider}, {tiling}",
+                                       *(("self-ensemble: mean of 8 flips/rotations",) if ensemble else ()))
 
     @classmethod
     def open(cls, model: Path, *, device: Device = "auto", threads: int = 0, tile: int = 384,
-             overlap: int = 0, batch: int = 0, ensemble: bool = False,
-             io_binding: bool = True) -> OnnxUpscaler:
-        """Create the session for ``model``; ``overlap`` 0 = the model's recommendation; ``batch`` 0 =
-        auto: 1 on the CPU, where batching measured no faster (docs/performance.md) and multiplies the
-        activation memory; on CUDA 4 for tiles up to 256 px (small tiles alone leave a GPU idle; not
-        measurable on our CPU-only machines), else 1."""
-        session = OrtSession(model, device=device, threads=threads, io_binding=io_binding)
+             overlap: int = 0, batch: int = 0, ensemble: bool = False, io_binding: bool = True,
+             cache_dir: Path | None = None, backend: BackendChoice = "auto",
+             precision: Precision = "auto") -> TiledUpscaler:
+        """``model`` run by ``backends.open_onnx_backend`` (ONNX Runtime or OpenVINO), tiled.
+        ``overlap`` 0 = the model's own: its metadata, else measured once and cached in ``cache_dir``
+        (``infer.measured``); with ``tile`` 0 nothing is measured. ``batch`` 0 = auto: 1 on the CPU,
+        where batching measured no faster (docs/performance.md) and multiplies the activation memory;
+        on CUDA 4 for tiles up to 256 px (small tiles alone leave a GPU idle; not measurable on our
+        CPU-only machines), else 1."""
+        from srpipe.infer.measured import overlap_for
+
+        session = open_onnx_backend(model, device=device, backend=backend, precision=precision,
+                                    threads=threads, io_binding=io_binding)
         batch = batch or (4 if session.on_cuda and 0 < tile <= 256 else 1)
-        if not overlap:
-            overlap = session.info.overlap
-            if not overlap and tile:
-                overlap = 16
-                log.warning("%s has no srpipe metadata: using a tile overlap of 16 LR px (not measured "
-                            "for this model; set --overlap)", model)
-        upscaler = cls(session, scale=session.info.scale, overlap=overlap, tile=tile, batch=batch,
-                       ensemble=ensemble)
-        upscaler.name = Path(model).stem + ("+ensemble" if ensemble else "")
-        return upscaler
+        if overlap:
+            session.descriptor = session.descriptor.with_overlap(overlap, "given")
+        elif tile:
+            session.descriptor = overlap_for(session.descriptor, cache_dir)
+            overlap = session.descriptor.overlap
+        return cls(session, overlap=overlap, tile=tile, batch=batch, ensemble=ensemble,
+                   name=Path(model).stem)
 
     @property
     def provider(self) -> str:
-        return self.session.provider
+        return self.backend.provider
+
+    @property
+    def overlap_source(self) -> str:
+        """Where the overlap came from: "metadata", "measured", "given" (or "unknown" for backends
+        without a model file)."""
+        desc = getattr(self.backend, "descriptor", None)
+        return desc.overlap_source if desc is not None else "given"
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         color, alpha = split_alpha(pixels)
@@ -103,14 +144,20 @@ class OnnxUpscaler:
         h, w = pixels.shape[:2]
         s = self.scale
         out = np.empty((h * s, w * s, *pixels.shape[2:]), dtype=pixels.dtype)
+        clear, opaque = settled_alpha(alpha, ALPHA_RADIUS) if alpha is not None else (None, None)
 
         def emit(row0: int, band: np.ndarray) -> None:
             rows = slice(row0, row0 + band.shape[0])
             if alpha is None:
                 out[rows] = from_rgb_float(band, like=color)
-            else:
-                out[rows, :, :3] = from_rgb_float(band[..., :3], like=color)
-                out[rows, :, 3] = from_rgb_float(band[..., 3:], like=alpha)
+                return
+            out[rows, :, :3] = from_rgb_float(band[..., :3], like=color)
+            a = from_rgb_float(band[..., 3:], like=alpha)
+            assert clear is not None and opaque is not None
+            source = np.arange(row0, row0 + band.shape[0]) // s  # nearest: the LR row of each HR row
+            a[np.repeat(clear[source], s, axis=1)] = 0
+            a[np.repeat(opaque[source], s, axis=1)] = np.iinfo(alpha.dtype).max
+            out[rows, :, 3] = a
 
         stacked = np.concatenate(planes, axis=2) if len(planes) > 1 else planes[0]
         self.upscale_planes(stacked, emit)
@@ -163,5 +210,5 @@ class OnnxUpscaler:
     def _forward(self, x: np.ndarray) -> np.ndarray:
         """The model on a batch, or the mean over the 8 dihedral transforms (self-ensemble)."""
         if not self.ensemble:
-            return self.session.run(x)
-        return dihedral_mean(self.session.run, x, axes=(2, 3))
+            return self.backend.run(x)
+        return dihedral_mean(self.backend.run, x, axes=(2, 3))

@@ -34,7 +34,8 @@ from srpipe import __version__
 from srpipe.config import ModelConfig, from_dict
 from srpipe.errors import CheckpointError, ConfigError
 from srpipe.imaging.io import atomic_path
-from srpipe.model.edsr import EDSR
+from srpipe.model.convert import convert_state_dict, extract_state_dict, strip_prefixes
+from srpipe.model.edsr import EDSR, build_model
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,6 @@ FORMAT = "srpipe-checkpoint"
 VERSION = 1
 RESERVED = frozenset({"format", "version", "srpipe_version", "model_config", "model"})
 BEST_NAME, LAST_NAME = "best.pt", "last.pt"
-_PREFIXES = ("module.", "_orig_mod.")
 
 
 def save_checkpoint(path: Path, *, model_config: ModelConfig, model_state: dict[str, torch.Tensor],
@@ -68,16 +68,6 @@ def save_checkpoint(path: Path, *, model_config: ModelConfig, model_state: dict[
     with atomic_path(path) as tmp:  # temp file beside path, fsync, os.replace: never half a checkpoint
         torch.save(payload, tmp)
     return path
-
-
-def strip_prefixes(state: dict[str, Any]) -> dict[str, Any]:
-    """Remove leading ``module.`` / ``_orig_mod.`` (in any combination) from every key."""
-    out: dict[str, Any] = {}
-    for key, value in state.items():
-        while key.startswith(_PREFIXES):
-            key = key.split(".", 1)[1]
-        out[key] = value
-    return out
 
 
 def resolve_checkpoint(path: Path) -> Path:
@@ -166,14 +156,36 @@ def load_into(model: torch.nn.Module, state: dict[str, torch.Tensor], *, source:
     model.load_state_dict(state, strict=True)
 
 
-def load_model(path: Path, *, use_ema: bool = True,
+def load_model(path: str | Path, *, use_ema: bool = True, res_scale: float | None = None,
+               rgb_mean: tuple[float, float, float] | None = None,
                device: str | torch.device = "cpu") -> tuple[EDSR, ModelConfig]:
-    """Load ``(EDSR in eval mode, ModelConfig)`` from a checkpoint file or a run directory onto ``device``.
+    """``(EDSR in eval mode on ``device``, ModelConfig)`` from an srpipe checkpoint or run directory (its
+    EMA weights when ``use_ema`` and present, else its raw weights), or an EDSR-PyTorch / BasicSR / bare
+    srpipe weight file (``use_ema`` ignored: they hold one set of weights).
 
-    ``use_ema`` prefers the EMA weights when the checkpoint has them. Non-srpipe files (EDSR-PyTorch,
-    BasicSR) are converted; :func:`srpipe.model.convert.load_weights` does the loading.
+    ``res_scale`` and ``rgb_mean`` override what cannot be read from foreign files (see
+    :func:`srpipe.model.convert.convert_state_dict`); srpipe checkpoints carry their own config.
+    Failures raise ``CheckpointError`` naming the file.
     """
-    from srpipe.model import convert  # imported lazily: convert imports this module
+    file = resolve_checkpoint(Path(path))
+    model, cfg = model_from(read_file(file), file, use_ema=use_ema, res_scale=res_scale,
+                           rgb_mean=rgb_mean)
+    return model.to(device), cfg
 
-    model, cfg = convert.load_weights(path, use_ema=use_ema)
-    return model.to(device).eval(), cfg
+
+def model_from(obj: Any, file: Path, *, use_ema: bool = True, res_scale: float | None = None,
+               rgb_mean: tuple[float, float, float] | None = None) -> tuple[EDSR, ModelConfig]:
+    """:func:`load_model` of an object already read from ``file`` (named in errors)."""
+    if is_srpipe_checkpoint(obj):
+        ckpt = validate(obj, file)
+        cfg = model_config_of(ckpt, file)
+        state = weights_of(ckpt, file, use_ema=use_ema)
+    else:
+        cfg, state = convert_state_dict(extract_state_dict(obj, source=str(file)), source=str(file),
+                                        res_scale=res_scale, rgb_mean=rgb_mean)
+    try:
+        model = build_model(cfg)
+    except ValueError as exc:
+        raise CheckpointError(f"{file}: cannot build the stored model {cfg}: {exc}") from exc
+    load_into(model, state, source=file)
+    return model.eval(), cfg

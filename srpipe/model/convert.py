@@ -1,11 +1,12 @@
 """Import EDSR weights that users already have: EDSR-PyTorch ``.pt`` and BasicSR ``.pth`` files.
 
-Contract of :func:`load_weights`: given a path it returns ``(EDSR, ModelConfig)`` with the model on
-the CPU in eval mode, producing the same outputs (on srpipe's [0, 1] scale) as the original network
-did on its own scale. The layout is detected from the state dict itself:
+This module only translates weights; loading files is :func:`srpipe.model.checkpoint.load_model`'s
+job, which hands every file that is not an srpipe checkpoint to :func:`convert_state_dict`. Contract:
+the translated ``(ModelConfig, state dict)`` builds an srpipe EDSR producing the same outputs (on
+srpipe's [0, 1] scale) as the original network did on its own scale. The layout is detected from the
+state dict itself:
 
-- **srpipe**: a checkpoint (``"format": "srpipe-checkpoint"``) or a run directory (delegated to
-  :func:`srpipe.model.checkpoint.load_model`), or a bare srpipe state dict (``head.weight`` ...).
+- **srpipe**: a bare srpipe state dict (``head.weight`` ...).
 - **EDSR-PyTorch** (``sanghyun-son/EDSR-PyTorch``): ``sub_mean``/``add_mean`` 1×1 MeanShift convs,
   ``head.0``, ``body.N.body.{0,2}``, ``body.{n}`` (conv after the body), ``tail.0.{0,2}``, ``tail.1``.
   The network runs on [0, rgb_range]; rgb_range (255 for the official weights, 1 for some user runs)
@@ -28,18 +29,16 @@ from __future__ import annotations
 
 import logging
 import re
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
 
 from srpipe.config import DIV2K_RGB_MEAN, ModelConfig
 from srpipe.errors import CheckpointError
-from srpipe.model import checkpoint
-from srpipe.model.checkpoint import strip_prefixes
-from srpipe.model.edsr import EDSR, build_model
+from srpipe.model.edsr import EDSR
 
 log = logging.getLogger(__name__)
+_PREFIXES = ("module.", "_orig_mod.")
 
 Layout = Literal["srpipe", "edsr-pytorch", "basicsr"]
 StateDict = dict[str, torch.Tensor]
@@ -53,6 +52,16 @@ _FIXED: dict[str, tuple[tuple[str, str], ...]] = {
 }
 _BLOCK = {"edsr-pytorch": re.compile(r"^body\.(\d+)\.body\.([02])\.(weight|bias)$"),
           "basicsr": re.compile(r"^body\.(\d+)\.conv([12])\.(weight|bias)$")}
+
+
+def strip_prefixes(state: dict[str, Any]) -> dict[str, Any]:
+    """Remove leading ``module.`` / ``_orig_mod.`` (in any combination) from every key."""
+    out: dict[str, Any] = {}
+    for key, value in state.items():
+        while key.startswith(_PREFIXES):
+            key = key.split(".", 1)[1]
+        out[key] = value
+    return out
 
 
 def detect_layout(state: StateDict) -> Layout | None:
@@ -213,36 +222,3 @@ def extract_state_dict(obj: Any, *, source: str) -> StateDict:
     if not state:
         raise CheckpointError(f"{source}: no tensors found; top-level keys: {', '.join(map(str, obj))[:200]}")
     return state
-
-
-def load_weights(path: str | Path, *, use_ema: bool = True, res_scale: float | None = None,
-                 rgb_mean: tuple[float, float, float] | None = None) -> tuple[EDSR, ModelConfig]:
-    """``(EDSR in eval mode on the CPU, ModelConfig)`` from an srpipe checkpoint or run directory (its
-    EMA weights when ``use_ema`` and present, else its raw weights), or an EDSR-PyTorch / BasicSR / bare
-    srpipe weight file (``use_ema`` ignored: they hold one set of weights).
-
-    ``res_scale`` and ``rgb_mean`` override what cannot be read from foreign files (see
-    :func:`convert_state_dict`); srpipe checkpoints carry their own config. Failures raise
-    ``CheckpointError`` naming the file.
-    """
-    file = checkpoint.resolve_checkpoint(Path(path))
-    return model_from(checkpoint.read_file(file), file, use_ema=use_ema, res_scale=res_scale,
-                      rgb_mean=rgb_mean)
-
-
-def model_from(obj: Any, file: Path, *, use_ema: bool = True, res_scale: float | None = None,
-               rgb_mean: tuple[float, float, float] | None = None) -> tuple[EDSR, ModelConfig]:
-    """:func:`load_weights` of an object already read from ``file`` (named in errors)."""
-    if checkpoint.is_srpipe_checkpoint(obj):
-        ckpt = checkpoint.validate(obj, file)
-        cfg = checkpoint.model_config_of(ckpt, file)
-        state = checkpoint.weights_of(ckpt, file, use_ema=use_ema)
-    else:
-        cfg, state = convert_state_dict(extract_state_dict(obj, source=str(file)), source=str(file),
-                                        res_scale=res_scale, rgb_mean=rgb_mean)
-    try:
-        model = build_model(cfg)
-    except ValueError as exc:
-        raise CheckpointError(f"{file}: cannot build the stored model {cfg}: {exc}") from exc
-    checkpoint.load_into(model, state, source=file)
-    return model.eval(), cfg

@@ -165,7 +165,7 @@ class Trainer:
         scores = validate.validate_sharded(
             self.ema.module if self.ema is not None else self.model, self.vset, ctx,
             count=min(cfg.val_images, len(self.vset)) if cfg.val_images else len(self.vset),
-            tile=cfg.val_tile, pad=receptive_radius(cfg.model),
+            tile=cfg.val_tile, radius=receptive_radius(cfg.model),
             compare_path=self.run_dir.compare / f"iter-{st.iteration:07d}.png", label=f"iter {st.iteration}",
             progress=self.progress)
         psnr, ssim = validate.mean_scores(scores)

@@ -9,7 +9,10 @@ Contract of :func:`train` (called once per process; under torchrun every rank ca
   the run's ``config.toml`` with ``overrides`` applied (e.g. ``iterations=600000`` to train longer);
   the model may not change. Training continues from ``checkpoints/last.pt`` exactly.
 - Stores: ``train.stores`` or the workspace's ``stores/``; a missing store is a ``StoreError`` that
-  says to run ``srpipe prepare``.
+  says to run ``srpipe prepare``, except for a pipeline with ``synthetic_images`` (the ``smoke``
+  install check) and no ``train.stores``: it prepares its own stores from generated images under
+  ``<workspace>/synthetic/<pipeline>/`` (once; a re-run finds them up to date) and says so.
+- Every value is checked (``ConfigError`` naming the key) before anything is created.
 - Rank 0 writes ``config.toml``, the checkpoints, ``metrics.csv`` and ``train.log`` (the ``srpipe``
   loggers' records during the run). Overrides use keys of ``[train]`` (``lr=2e-4``,
   ``model.n_feats=32``); a leading ``train.`` is accepted too.
@@ -26,7 +29,7 @@ from pathlib import Path
 from srpipe.config import Pipeline, TrainConfig, apply_overrides, load_pipeline
 from srpipe.errors import ConfigError, InputError, StoreError, UsageError
 from srpipe.progress import ProgressFn
-from srpipe.train import distributed
+from srpipe.train import distributed, runtime
 from srpipe.train.loop import fit
 from srpipe.train.result import TrainResult
 from srpipe.train.rundir import RunDir, latest_run, new_run_name, write_config
@@ -51,6 +54,29 @@ def resolve_stores(cfg: TrainConfig, workspace: Workspace) -> Path:
         raise StoreError(f"{stores}: no {' or '.join(missing)}; run `srpipe prepare IMAGES_DIR` first (it "
                          "writes train.h5 and valid.h5 there), or point train.stores at a folder with them")
     return stores
+
+
+def synthetic_stores(pipeline: Pipeline, workspace: Workspace) -> Path | None:
+    """Where ``pipeline`` trains on generated images (see the module docstring), or None when it does
+    not: it has no ``synthetic_images``, names its stores, or the workspace's stores exist."""
+    cfg = pipeline.train
+    if not pipeline.synthetic_images or cfg.stores or (workspace.stores / "train.h5").is_file():
+        return None
+    return workspace.root / "synthetic" / pipeline.name
+
+
+def prepare_synthetic(pipeline: Pipeline, folder: Path) -> Path:
+    """Generate ``pipeline.synthetic_images`` images in ``folder/images`` and prepare ``folder/stores``."""
+    from srpipe.data.prepare import prepare
+    from srpipe.data.synthetic import write_synthetic_images
+
+    size = max(2 * pipeline.prepare.hr_size, 8 * max(pipeline.prepare.scales))
+    log.info("no stores in the workspace: the %s recipe trains on %d generated %dx%d images instead, "
+             "prepared into %s (for real photos run `srpipe prepare IMAGES_DIR` first)",
+             pipeline.name, pipeline.synthetic_images, size, size, folder / "stores")
+    write_synthetic_images(folder / "images", pipeline.synthetic_images, size=size)
+    prepare(folder / "images", folder / "stores", pipeline.prepare)
+    return folder / "stores"
 
 
 def find_resume_dir(resume: Path | bool, workspace: Workspace) -> Path:
@@ -139,10 +165,16 @@ def train(pipeline: Pipeline | None, *, workspace: Workspace, overrides: Sequenc
         pipeline = apply_train_overrides(pipeline, overrides)
         run = None
     cfg = pipeline.train
-    stores = resolve_stores(cfg, workspace)
+    synthetic = synthetic_stores(pipeline, workspace)
+    stores = resolve_stores(cfg, workspace) if synthetic is None else synthetic / "stores"
     ctx = distributed.setup(cfg.device)
     clean = False
     try:
+        runtime.check_config(cfg, ctx.world_size)  # settings that depend on the process count
+        if synthetic is not None:
+            if ctx.is_main:
+                prepare_synthetic(pipeline, synthetic)
+            distributed.barrier(ctx)
         resumed = None
         if run is None:
             name = _unused_name(workspace.runs, new_run_name(pipeline.name))

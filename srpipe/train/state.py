@@ -31,6 +31,7 @@ from torch import nn
 from srpipe.config import ModelConfig
 from srpipe.errors import CheckpointError
 from srpipe.model import checkpoint as ckpt_io
+from srpipe.model.convert import strip_prefixes
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +174,6 @@ def read_resume(path: Path) -> Resumed:
                               "(use train.init_from to start a new run from these weights)")
     ema = data.get("ema") if isinstance(data.get("ema"), dict) else None
     return Resumed(path=path, model_config=ckpt_io.model_config_of(data, path),
-                   model=ckpt_io.strip_prefixes(data["model"]), ema=ema,
+                   model=strip_prefixes(data["model"]), ema=ema,
                    state=TrainState.from_dict(train["state"]), optimizer=train["optimizer"],
                    scaler=train.get("scaler"), rng=list(train.get("rng") or []))

@@ -2,10 +2,11 @@
 
 Contracts:
 
-- :func:`super_resolve` upscales one uint8 HWC image in fp32 and returns uint8 (clamped, rounded: what
-  saving the image would give). Large images are processed in tiles of ``tile`` LR pixels that
-  overlap by ``pad`` ≥ the model's receptive radius, so each kept output pixel saw exactly the same
-  input as in a whole-image pass (equal up to float summation order).
+- :func:`super_resolve` upscales one uint8 image in fp32 through the tiled engine that ``process`` and
+  ``evaluate`` use (``srpipe.infer.upscaler``) and returns uint8 (clamped, rounded: what saving the
+  image would give; gray stays gray, the channel mean, as in ``evaluate``). Large images are processed
+  in tiles of ``tile`` LR pixels whose overlap makes every blended pixel equal to a whole-image pass
+  (up to float summation order).
 - :func:`validate_images` scores Y-PSNR / Y-SSIM with :mod:`srpipe.metrics` (MATLAB Y, shave = scale,
   11×11 Gaussian SSIM) on the images it is given — under DDP each rank passes its own shard and the
   caller gathers.
@@ -24,6 +25,8 @@ from torch import nn
 
 from srpipe import metrics
 from srpipe.data.dataset import ValidationSet
+from srpipe.infer.backends import TorchBackend
+from srpipe.infer.upscaler import TiledUpscaler, exact_overlap
 from srpipe.progress import ProgressFn, report
 from srpipe.train.distributed import DistContext, all_gather_object
 
@@ -42,45 +45,28 @@ class ImageScore:
     ssim_y: float
 
 
-def _to_tensor(img: np.ndarray, device: torch.device) -> torch.Tensor:
-    if img.ndim == 2:  # gray: the model is RGB, replicate (reduced again by the metrics' Y of equal R=G=B)
-        img = np.repeat(img[:, :, None], 3, axis=2)
-    return torch.from_numpy(np.ascontiguousarray(img)).to(device).permute(2, 0, 1)[None].float() / 255
-
-
-@torch.no_grad()
 def super_resolve(model: nn.Module, lr: np.ndarray, *, scale: int, device: torch.device, tile: int = 0,
-                  pad: int = 0) -> np.ndarray:
-    """SR of a uint8 HWC (or HW) image as uint8 HWC; tiled when ``tile`` > 0 and the image is larger."""
-    x = _to_tensor(lr, device)
-    _, _, h, w = x.shape
-    if tile <= 0 or (h <= tile and w <= tile):
-        out = model(x)
-    else:
-        out = x.new_empty((1, 3, h * scale, w * scale))
-        for y0 in range(0, h, tile):
-            for x0 in range(0, w, tile):
-                y1, x1 = min(y0 + tile, h), min(x0 + tile, w)
-                ya, xa = max(0, y0 - pad), max(0, x0 - pad)
-                yb, xb = min(h, y1 + pad), min(w, x1 + pad)
-                part = model(x[:, :, ya:yb, xa:xb])
-                oy, ox = (y0 - ya) * scale, (x0 - xa) * scale
-                out[:, :, y0 * scale : y1 * scale, x0 * scale : x1 * scale] = \
-                    part[:, :, oy : oy + (y1 - y0) * scale, ox : ox + (x1 - x0) * scale]
-    levels = (out.float().clamp(0, 1) * 255).round().to(torch.uint8)
-    return levels[0].permute(1, 2, 0).cpu().numpy()
+                  radius: int = 0) -> np.ndarray:
+    """SR of a uint8 HWC (or HW) image, uint8 in the same layout, through the tiled engine.
+
+    Tiles of ``tile`` LR px (0 = whole image) overlap by ``exact_overlap(radius)``, so for a model of
+    receptive ``radius`` the result equals the whole-image pass up to float summation order; the tile
+    grows to twice that overlap when it is smaller.
+    """
+    overlap = exact_overlap(radius) if tile else 0
+    engine = TiledUpscaler(TorchBackend(model, scale=scale, device=device), overlap=overlap,
+                           tile=max(tile, 2 * overlap) if tile else 0, name="validation")
+    return engine(np.ascontiguousarray(lr))
 
 
 def _y_scores(sr: np.ndarray, hr: np.ndarray, scale: int) -> tuple[float, float]:
-    if hr.ndim == 2 and sr.ndim == 3:  # gray HR: score the gray channel, as the papers do
-        sr = sr[:, :, 0]
     sr_c, hr_c = metrics.align(sr, hr, shave=scale)
     sr_y, hr_y = metrics.to_y(sr_c), metrics.to_y(hr_c)
     return metrics.psnr(sr_y, hr_y), metrics.ssim(sr_y, hr_y)
 
 
 def validate_images(model: nn.Module, vset: ValidationSet, indices: list[int], *, device: torch.device,
-                    tile: int, pad: int, compare_path: Path | None = None, label: str = "srpipe",
+                    tile: int, radius: int, compare_path: Path | None = None, label: str = "srpipe",
                     progress: ProgressFn | None = None) -> list[ImageScore]:
     """Scores of ``vset[i]`` for ``i`` in ``indices``; writes the comparison picture of the first one.
 
@@ -93,7 +79,7 @@ def validate_images(model: nn.Module, vset: ValidationSet, indices: list[int], *
     try:
         for n, i in enumerate(indices):
             name, lr, hr = vset[i]
-            sr = super_resolve(model, lr, scale=scale, device=device, tile=tile, pad=pad)
+            sr = super_resolve(model, lr, scale=scale, device=device, tile=tile, radius=radius)
             psnr_y, ssim_y = _y_scores(sr, hr, scale)
             scores.append(ImageScore(i, name, psnr_y, ssim_y))
             if compare_path is not None and n == 0:
@@ -105,12 +91,12 @@ def validate_images(model: nn.Module, vset: ValidationSet, indices: list[int], *
 
 
 def validate_sharded(model: nn.Module, vset: ValidationSet, ctx: DistContext, *, count: int, tile: int,
-                     pad: int, compare_path: Path, label: str,
+                     radius: int, compare_path: Path, label: str,
                      progress: ProgressFn | None) -> list[ImageScore]:
     """Scores of the first ``count`` images, each rank taking every world-size-th one; gathered, so every
     rank gets all of them (in image order). Only rank 0 writes the picture and reports progress."""
     mine = validate_images(model, vset, list(range(ctx.rank, count, ctx.world_size)), device=ctx.device,
-                           tile=tile, pad=pad, compare_path=compare_path if ctx.is_main else None,
+                           tile=tile, radius=radius, compare_path=compare_path if ctx.is_main else None,
                            label=label, progress=progress if ctx.is_main else None)
     parts = all_gather_object(ctx, mine)
     return sorted((s for part in parts for s in part), key=lambda s: s.index)
@@ -124,8 +110,6 @@ def write_comparison(path: Path, name: str, lr: np.ndarray, sr: np.ndarray, hr: 
 
     try:
         bicubic = imresize(lr, scale)
-        if hr.ndim == 2:
-            sr = sr[:, :, 0]
         psnr_bicubic, _ = _y_scores(bicubic, hr, scale)
         panel = compare.make_panel(name, sr=sr, bicubic=bicubic, hr=hr, crop=COMPARE_CROP, shave=scale,
                                    psnr_bicubic=psnr_bicubic, psnr_model=psnr_model)
