@@ -1,27 +1,29 @@
-"""Benchmark: ``srpipe process`` throughput, efficiency, tiling fidelity and memory on EDSR-baseline x4.
+"""Benchmark: ``srpipe process`` end to end against a naive tile loop and against the machine's conv peak.
 
-Run from the repository root (about 6-10 minutes on 2 cores)::
+Run from the repository root (about 5 minutes on 2 cores; nothing else should be running)::
 
-    python benchmarks/process_throughput.py [--images 2] [--rounds 3] [--skip-24mp]
+    python benchmarks/process_throughput.py [--images 3] [--rounds 3] [--skip-24mp]
 
-Everything is measured in one run. Other work on a shared machine moves every timing, so each ratio is
-computed from *paired, interleaved* measurements (A then B, repeated) and the median ratio is reported;
-the load average is printed beside it.
+Everything is measured in one run, and every ratio is taken from *paired, interleaved* runs (A then B,
+repeated; median of the ratios), with the load average printed beside it.
 
-1. Exports EDSR-baseline x4 with random weights (the tiling and speed questions do not depend on
-   training) through ``srpipe.export.export_model``: measured receptive field and overlap included.
-2. Machine conv2d GFLOP/s: four stacked 64→64 3×3 convolutions on 1×64×256×256 (stacked so that ONNX
-   Runtime's layout conversions at the graph boundary are amortised), in ONNX Runtime and in PyTorch;
-   the faster of the two is "this machine's conv2d GFLOP/s".
-3. ``srpipe process`` end to end (decode, tiles, blend, encode, atomic writes) on real photos (BSD200
-   from ../shared, else synthetic 481×321), default settings: output MP/s, and useful GFLOP/s = whole-
-   image model FLOPs / wall time (overlap counted as waste) divided by the conv2d GFLOP/s measured just
-   before and after that run (target >= 0.75).
-4. Inference only, same weights, same tile size: ``TiledUpscaler`` against a crop-only PyTorch tile loop
-   written like Real-ESRGAN's ``tile_process`` (tile_pad 10, no blending) (target >= 1.3x), and the PSNR
-   of each tiled output against whole-image inference.
-5. Batching (1 vs 4 tiles per call) and IO binding (on vs off) on the CPU provider, tile 96.
-6. Peak memory (VmHWM of a fresh child process) upscaling one 1500×1000 photo to 6000×4000 (24 MP).
+1. Exports EDSR-baseline x4 (16 blocks × 64 features) with random weights through ``export_model``
+   (speed does not depend on training).
+2. Conv peak: four stacked fp32 64→64 3×3 convolutions on 1×64×256×256, in PyTorch and in ONNX Runtime;
+   the faster is "this machine's conv GFLOP/s" (the roofline). Measured before and after every pair.
+3. End to end, each a fresh process (start-up, imports, decode, tiles, blend, encode, PNG writes), on
+   ``--images`` real BSD200 photos (481×321, ~0.15 MP; synthetic when ../shared is absent):
+   - ``srpipe``: the CLI with default settings (``srpipe process IN --out OUT --model M --overwrite``);
+   - ``srpipe-ort``: the same with ``--backend onnxruntime`` (ONNX Runtime fp32, the reference path);
+   - ``naive``: a Real-ESRGAN-style crop-only tile loop (tile 256, pad 10, no blending) over one ONNX
+     Runtime CPU session (all cores, full graph optimisation), reading and writing the same PNGs
+     with OpenCV.
+   Reported: seconds, the speed-up over ``naive``, and useful GFLOP/s (whole-image model FLOPs ÷ wall
+   time) over the conv peak (targets: ≥ 1.2× and ≥ 0.75).
+4. Fidelity of the default path: tiled (default tile) against whole-image output of the same backend,
+   and the default backend against ONNX Runtime fp32 (PSNR, max |Δ|).
+5. Peak memory of ``srpipe process`` (the CLI and every child process it starts, summed; sampled from
+   /proc every 20 ms) upscaling one 1500×1000 photo to 6000×4000 (24 MP) (target ≤ 2 GB).
 """
 
 from __future__ import annotations
@@ -29,32 +31,59 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from srpipe.config import ExportConfig, ModelConfig, ProcessConfig
+from srpipe.config import ExportConfig
 from srpipe.export import export_model
 from srpipe.imaging.io import read_image, write_image
-from srpipe.infer.runner import process
 from srpipe.infer.session import cpu_threads
 from srpipe.infer.upscaler import TiledUpscaler
 from srpipe.model.edsr import build_model, preset_config
-from srpipe.workspace import Workspace
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "train" / "BSD200"
 
+NAIVE = r"""
+import sys, math, pathlib, cv2, numpy as np, onnxruntime as ort
+model, src, dst = sys.argv[1], pathlib.Path(sys.argv[2]), pathlib.Path(sys.argv[3])
+so = ort.SessionOptions()
+so.intra_op_num_threads = int(sys.argv[4])
+so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+sess = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+name = sess.get_inputs()[0].name
+scale, tile, pad = 4, 256, 10
+dst.mkdir(exist_ok=True)
+for path in sorted(src.glob("*.png")):
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)[:, :, ::-1]
+    x = np.ascontiguousarray(img.transpose(2, 0, 1)[None], dtype=np.float32) / 255.0
+    h, w = img.shape[:2]
+    out = np.zeros((3, h * scale, w * scale), np.float32)
+    for ty in range(math.ceil(h / tile)):
+        for tx in range(math.ceil(w / tile)):
+            x0, y0 = tx * tile, ty * tile
+            x1, y1 = min(x0 + tile, w), min(y0 + tile, h)
+            px0, px1, py0, py1 = max(x0 - pad, 0), min(x1 + pad, w), max(y0 - pad, 0), min(y1 + pad, h)
+            y = sess.run(None, {name: np.ascontiguousarray(x[:, :, py0:py1, px0:px1])})[0][0]
+            oy, ox = (y0 - py0) * scale, (x0 - px0) * scale
+            out[:, y0 * scale:y1 * scale, x0 * scale:x1 * scale] = \
+                y[:, oy:oy + (y1 - y0) * scale, ox:ox + (x1 - x0) * scale]
+    res = (np.clip(out, 0, 1) * 255 + 0.5).astype(np.uint8).transpose(1, 2, 0)[:, :, ::-1]
+    cv2.imwrite(str(dst / path.name), res)
+"""
+
 
 class ConvProbe:
-    """Four stacked 64→64 3×3 convs on 1×64×256×256 in ONNX Runtime and PyTorch (see the module doc)."""
+    """Four stacked 64→64 3×3 convs on 1×64×256×256 in ONNX Runtime and PyTorch, fp32."""
 
     FLOPS = 4 * 2 * 64 * 64 * 9 * 256 * 256
 
@@ -73,43 +102,23 @@ class ConvProbe:
         self.sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
         self()
 
-    def __call__(self) -> dict[str, float]:
-        """GFLOP/s, best of 2 runs each."""
+    def __call__(self) -> float:
+        """The faster of the two, GFLOP/s, best of 3 runs each."""
         xn = self.x.numpy()
-        t_ort = min(timed(lambda: self.sess.run(None, {"x": xn})) for _ in range(2))
+        t_ort = min(timed(lambda: self.sess.run(None, {"x": xn})) for _ in range(3))
         with torch.no_grad():
-            t_torch = min(timed(lambda: self.model(self.x)) for _ in range(2))
-        return {"ort": self.FLOPS / t_ort / 1e9, "torch": self.FLOPS / t_torch / 1e9}
+            t_torch = min(timed(lambda: self.model(self.x)) for _ in range(3))
+        return self.FLOPS / min(t_ort, t_torch) / 1e9
 
 
-def timed(fn: Callable[[], object]) -> float:
+def timed(fn: object) -> float:
     t = time.perf_counter()
-    fn()
+    fn()  # type: ignore[operator]
     return time.perf_counter() - t
 
 
 def load() -> float:
     return float(Path("/proc/loadavg").read_text().split()[0]) if Path("/proc/loadavg").exists() else -1.0
-
-
-def tile_process_torch(model: torch.nn.Module, img: np.ndarray, scale: int, tile: int = 192,
-                       tile_pad: int = 10) -> np.ndarray:
-    """Crop-only tiling in the style of Real-ESRGAN's ``RealESRGANer.tile_process`` (no blending)."""
-    x = torch.from_numpy(img.astype(np.float32) / 255.0).permute(2, 0, 1)[None]
-    _, c, h, w = x.shape
-    out = x.new_zeros((1, c, h * scale, w * scale))
-    for ty in range(math.ceil(h / tile)):
-        for tx in range(math.ceil(w / tile)):
-            x0, y0 = tx * tile, ty * tile
-            x1, y1 = min(x0 + tile, w), min(y0 + tile, h)
-            px0, px1 = max(x0 - tile_pad, 0), min(x1 + tile_pad, w)
-            py0, py1 = max(y0 - tile_pad, 0), min(y1 + tile_pad, h)
-            with torch.no_grad():
-                y = model(x[:, :, py0:py1, px0:px1])
-            oy, ox = (y0 - py0) * scale, (x0 - px0) * scale
-            out[:, :, y0 * scale:y1 * scale, x0 * scale:x1 * scale] = \
-                y[:, :, oy:oy + (y1 - y0) * scale, ox:ox + (x1 - x0) * scale]
-    return (out[0].permute(1, 2, 0).clamp(0, 1).numpy() * 255.0).round().astype(np.uint8)
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -129,27 +138,48 @@ def photos(folder: Path, count: int) -> list[Path]:
     return sorted(folder.glob("*.png"))
 
 
-MEMORY_CHILD = """
-import sys, time
-from pathlib import Path
-from srpipe.config import ProcessConfig
-from srpipe.infer.runner import process
-from srpipe.infer.upscaler import TiledUpscaler
-from srpipe.workspace import Workspace
-def hwm():  # VmHWM belongs to this address space: unlike ru_maxrss it does not survive exec()
-    return int(Path("/proc/self/status").read_text().split("VmHWM:")[1].split()[0]) / 1024
-up = TiledUpscaler.open(Path(sys.argv[1]), device="cpu")
-base = hwm()
-t = time.perf_counter()
-rep = process(Path(sys.argv[2]), Path(sys.argv[3]), ProcessConfig(), workspace=Workspace(Path(sys.argv[3])),
-              upscaler=up)
-print(base, hwm(), time.perf_counter() - t, rep.count("ok"), rep.tile)
-"""
+def tree_rss_mb(pid: int) -> float:
+    """Resident memory of ``pid`` and all its descendants, MB."""
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            status = Path(f"/proc/{p}/status").read_text()
+            total += int(status.split("VmRSS:")[1].split()[0])
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / 1024
+
+
+def run_peak(cmd: list[str]) -> tuple[float, float]:
+    """(seconds, peak summed RSS in MB) of a command and its children."""
+    t = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    peak = 0.0
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, tree_rss_mb(proc.pid))
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    _, err = proc.communicate()
+    seconds = time.perf_counter() - t
+    done.set()
+    sampler.join()
+    if proc.returncode:
+        raise SystemExit(f"{' '.join(cmd)} failed: {err.decode()[-2000:]}")
+    return seconds, peak
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--images", type=int, default=2, help="photos per end-to-end run")
+    ap.add_argument("--images", type=int, default=3, help="photos per end-to-end run")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved repeats of each comparison")
     ap.add_argument("--skip-24mp", action="store_true", help="skip the 24-megapixel memory run")
     args = ap.parse_args()
@@ -157,94 +187,73 @@ def main() -> None:
     res: dict[str, object] = {"threads": cpu_threads(), "torch": torch.__version__, "load_start": load()}
     work = Path(tempfile.mkdtemp(prefix="srpipe-bench-"))
     torch.manual_seed(0)
-    cfg: ModelConfig = preset_config("baseline", 4)
+    cfg = preset_config("baseline", 4)
     model = build_model(cfg).eval()
     exported = export_model(model, cfg, work / "edsr-baseline-x4.onnx", ExportConfig(), source="random")
-    rf = exported.receptive
-    res["receptive"] = {"theoretical": rf.theoretical, "effective": rf.effective, "overlap": rf.overlap}
     mflop = float(exported.metadata["mflop_per_lr_pixel"])
-    tile = ProcessConfig().tile
-
-    # 3. end to end, each run between two conv-peak probes
     files = photos(work / "in", args.images)
     imgs = [read_image(f).pixels for f in files]
     lr_pixels = sum(im.shape[0] * im.shape[1] for im in imgs)
+    res["model"] = {"mflop_per_lr_pixel": mflop, "overlap": exported.receptive.overlap,
+                    "images": [list(im.shape) for im in imgs]}
+
+    cli = [sys.executable, "-m", "srpipe.cli", "--workspace", str(work / "ws"), "process", str(work / "in"),
+           "--model", str(exported.path), "--overwrite"]
+    commands = {"srpipe": [*cli, "--out", str(work / "out")],
+                "srpipe-ort": [*cli, "--out", str(work / "out-ort"), "--backend", "onnxruntime"],
+                "naive": [sys.executable, "-c", NAIVE, str(exported.path), str(work / "in"),
+                          str(work / "out-naive"), str(cpu_threads())]}
+    for cmd in commands.values():  # warm file caches and the overlap cache; not timed
+        subprocess.run(cmd, check=True, capture_output=True)
     probe = ConvProbe(work)
-    peaks, ratios, runs = [probe()], [], []
-    for i in range(args.rounds):
-        rep = process(work / "in", work / "out", ProcessConfig(device="cpu", overwrite=i > 0),
-                      workspace=Workspace(work / "ws"), model=exported.path)
+    peaks = [probe()]
+    times: dict[str, list[float]] = {k: [] for k in commands}
+    for _ in range(args.rounds):
+        for name, cmd in commands.items():
+            times[name].append(timed(lambda cmd=cmd: subprocess.run(cmd, check=True, capture_output=True)))
         peaks.append(probe())
-        useful = mflop * 1e6 * lr_pixels / rep.seconds / 1e9
-        ratios.append(useful / ((max(peaks[-2].values()) + max(peaks[-1].values())) / 2))
-        runs.append(rep)
-    rep = runs[-1]
-    res["conv_gflops"] = {k: [round(p[k]) for p in peaks] for k in ("ort", "torch")}
-    res["process"] = {
-        "files": rep.count("ok"), "provider": rep.provider, "tile": rep.tile, "overlap": rep.overlap,
-        "seconds": [round(r.seconds, 2) for r in runs], "extra_compute": round(rep.extra_compute, 4),
-        "output_mp_per_s": round(statistics.median(r.megapixels_per_second for r in runs), 4),
-        "useful_gflops": round(statistics.median(mflop * 1e3 * lr_pixels / r.seconds / 1e6 for r in runs), 1),
-        "useful_over_conv_peak": [round(r, 3) for r in ratios],
-        "useful_over_conv_peak_median": round(statistics.median(ratios), 3), "load": load()}
+    peak = statistics.median(peaks)
+    useful = mflop * 1e6 * lr_pixels / 1e9  # GFLOP of whole-image inference
+    rows = {}
+    for name, ts in times.items():
+        rows[name] = {
+            "seconds": [round(t, 2) for t in ts], "median_s": round(statistics.median(ts), 2),
+            "speedup_vs_naive": round(statistics.median(
+                n / t for n, t in zip(times["naive"], ts, strict=True)), 3),
+            "useful_over_conv_peak": round(useful / statistics.median(ts) / peak, 3)}
+    res["conv_peak_gflops"] = [round(p) for p in peaks]
+    res["end_to_end"] = rows
+    res["load_after_end_to_end"] = load()
 
-    # 4. inference only against a Real-ESRGAN-style crop loop, same weights and tile size
-    ours = TiledUpscaler.open(exported.path, device="cpu", tile=tile)
-    speedups, t_ours, t_torch, outs = [], [], [], {}
-    for _ in range(args.rounds):
-        for k, im in enumerate(imgs):
-            a = timed(lambda im=im, k=k: outs.__setitem__(("ours", k), ours(im)))
-            b = timed(lambda im=im, k=k: outs.__setitem__(("torch", k),
-                                                          tile_process_torch(model, im, 4, tile)))
-            t_ours.append(a)
-            t_torch.append(b)
-            speedups.append(b / a)
+    # 4. fidelity of the default path
+    tiled = TiledUpscaler.open(exported.path, device="cpu", cache_dir=work / "ws" / "cache" / "overlap")
     whole = TiledUpscaler.open(exported.path, device="cpu", tile=0)
-    refs = [whole(im).astype(np.int64) for im in imgs]
-    res["vs_torch_tile_loop"] = {
-        "tile": tile, "srpipe_s": round(statistics.median(t_ours), 2),
-        "torch_s": round(statistics.median(t_torch), 2), "speedups": [round(x, 2) for x in speedups],
-        "speedup_median": round(statistics.median(speedups), 3),
-        "psnr_tiled_vs_whole": round(min(psnr(outs["ours", k], r) for k, r in enumerate(refs)), 2),
-        "maxdiff_tiled_vs_whole": int(max(np.abs(outs["ours", k] - r).max() for k, r in enumerate(refs))),
-        "psnr_torch_loop_vs_whole": round(min(psnr(outs["torch", k], r) for k, r in enumerate(refs)), 2),
-        "maxdiff_torch_loop_vs_whole": int(max(np.abs(outs["torch", k] - r).max()
-                                               for k, r in enumerate(refs))),
-        "load": load()}
-    del whole, refs
+    ort = TiledUpscaler.open(exported.path, device="cpu", tile=0, backend="onnxruntime")
+    outs = [(tiled(im), whole(im), ort(im)) for im in imgs]
+    res["fidelity"] = {
+        "backend": tiled.provider, "tile": tiled.tile, "overlap": tiled.overlap,
+        "psnr_tiled_vs_whole": round(min(psnr(a, b) for a, b, _ in outs), 2),
+        "maxdiff_tiled_vs_whole": int(max(np.abs(a.astype(int) - b).max() for a, b, _ in outs)),
+        "psnr_default_vs_ort_fp32": round(min(psnr(b, c) for _, b, c in outs), 2),
+        "maxdiff_default_vs_ort_fp32": int(max(np.abs(b.astype(int) - c).max() for _, b, c in outs))}
+    del tiled, whole, ort
 
-    # 5. batching and IO binding on the CPU provider (small tiles, so there are many to batch)
-    variants = {"batch1": TiledUpscaler.open(exported.path, device="cpu", tile=96, batch=1),
-                "batch4": TiledUpscaler.open(exported.path, device="cpu", tile=96, batch=4),
-                "no_io_binding": TiledUpscaler.open(exported.path, device="cpu", tile=96, batch=1,
-                                                   io_binding=False)}
-    times: dict[str, list[float]] = {k: [] for k in variants}
-    for _ in range(args.rounds):
-        for k, up in variants.items():
-            times[k].append(timed(lambda up=up: up(imgs[0])))
-    res["cpu_variants_tile96"] = {
-        "seconds": {k: round(statistics.median(v), 2) for k, v in times.items()},
-        "batch4_over_batch1": round(statistics.median(b / a for a, b in zip(times["batch1"], times["batch4"],
-                                                                               strict=True)), 3),
-        "no_binding_over_binding": round(statistics.median(
-            b / a for a, b in zip(times["batch1"], times["no_io_binding"], strict=True)), 3)}
-    del variants
-
-    # 6. peak memory of a fresh process for a 24-megapixel output
+    # 5. peak memory of the CLI (all its processes) for a 24-megapixel output
     if not args.skip_24mp:
         import cv2
 
         (work / "big").mkdir()
-        big = cv2.resize(imgs[0], (1500, 1000), interpolation=cv2.INTER_CUBIC)
-        write_image(work / "big" / "big.png", big)
-        out = subprocess.run([sys.executable, "-c", MEMORY_CHILD, str(exported.path), str(work / "big"),
-                              str(work / "big-out")], capture_output=True, text=True, check=True)
-        base, peak_mb, secs, ok, used_tile = out.stdout.split()
-        res["24mp"] = {"output": "6000x4000", "tile": int(used_tile),
-                       "hwm_after_session_mb": round(float(base)), "peak_mb": round(float(peak_mb)),
-                       "seconds": round(float(secs), 1), "ok": int(ok),
-                       "output_array_mb": 6000 * 4000 * 3 // 2**20}
+        big_img = cv2.resize(imgs[0], (1500, 1000), interpolation=cv2.INTER_CUBIC)
+        write_image(work / "big" / "big.png", big_img)
+        big = [sys.executable, "-m", "srpipe.cli", "--workspace", str(work / "ws"), "process",
+               str(work / "big"), "--model", str(exported.path), "--out", str(work / "big-out")]
+        mem = {}
+        for name, extra in (("default", []), ("onnxruntime", ["--backend", "onnxruntime"])):
+            seconds, peak_mb = run_peak([*big, "--overwrite", *extra])
+            mem[name] = {"seconds": round(seconds, 1), "peak_mb_all_processes": round(peak_mb)}
+        res["24mp"] = {"output": "6000x4000", "output_array_mb": 6000 * 4000 * 3 // 2**20, **mem}
     res["load_end"] = load()
+    res["cpu"] = os.uname().machine
     print(json.dumps(res, indent=2))
 
 

@@ -46,7 +46,7 @@ class MetaKey:
     SOURCE = "source"
     GRAPH = "graph_rewrite"
     PIPELINE = "pipeline"  # the training recipe's name ("" when not known)
-    INSTALL_CHECK = "install_check"  # "true" for a recipe that only checks an install (the smoke recipe)
+    INSTALL_CHECK = "install_check"  # "true": the recipe only checks an install (smoke); "" = unknown
 
 
 @dataclass(frozen=True)

@@ -209,7 +209,7 @@ def export_model(model: nn.Module, model_config: ModelConfig, out: Path, cfg: Ex
         MetaKey.PARITY: "" if parity is None else f"{parity:.3g}", MetaKey.SOURCE: source,
         MetaKey.GRAPH: "tail-conv-before-shuffle" if isinstance(graph, TailBeforeShuffle) else "",
         MetaKey.PIPELINE: pipeline.name if pipeline else "",
-        MetaKey.INSTALL_CHECK: "true" if pipeline and pipeline.synthetic_images else "false",
+        MetaKey.INSTALL_CHECK: "" if pipeline is None else "true" if pipeline.synthetic_images else "false",
     }
     metadata = {k: str(v) for k, v in meta.items()}
     onnx.helper.set_model_props(proto, metadata)

@@ -96,3 +96,35 @@ def test_onnx_and_default_errors(tmp_path: Path, exported: tuple[Path, Path], mo
     monkeypatch.setattr("srpipe.infer.session.BUNDLED_DIR", tmp_path / "empty")
     with pytest.raises(ModelNotFoundError, match="no x4 model found"):
         open_upscaler("default", workspace=ws, scale=4)
+
+
+def test_a_tile_too_small_for_the_overlap_is_one_usage_error_before_any_image(
+        hr_dir: Path, exported: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from srpipe.model.edsr import receptive_radius
+
+    ckpt, onnx_path = exported
+    reads: list[Path] = []
+    real_read = __import__("srpipe.evaluate", fromlist=["read_image"]).read_image
+
+    def counting_read(path: Path, **kw: object) -> object:
+        reads.append(path)
+        return real_read(path, **kw)
+
+    monkeypatch.setattr("srpipe.evaluate.read_image", counting_read)
+    overlap = 3 * receptive_radius(ModelConfig(scale=2, n_resblocks=1, n_feats=8))
+    for model in (str(ckpt), str(onnx_path)):
+        res = CliRunner().invoke(cli, ["--workspace", str(tmp_path / "ws"), "evaluate", model, "--hr",
+                                       str(hr_dir), "--tile", "8", "--device", "cpu"])
+        assert res.exit_code == 2, res.output
+        assert "--tile 8 is smaller than twice the tile overlap" in res.stderr
+        assert res.stderr.count("srpipe: error") == 1
+    assert reads == []  # refused before any image was read
+    big = tmp_path / "big"
+    big.mkdir()
+    write_image(big / "c.png", smooth_image(np.random.default_rng(5), 4 * overlap + 6, 5 * overlap + 2))
+    tiled = scores("--workspace", str(tmp_path / "ws"), "evaluate", str(ckpt), "--hr", str(big),
+                   "--tile", str(2 * overlap), "--device", "cpu")
+    whole = scores("--workspace", str(tmp_path / "ws"), "evaluate", str(ckpt), "--hr", str(big),
+                   "--device", "cpu")
+    assert "tiles of" in " ".join(tiled["notes"]) and tiled["notes"] != whole["notes"]
+    assert abs(tiled["mean"]["model"]["psnr_y"] - whole["mean"]["model"]["psnr_y"]) < 0.01

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -268,3 +269,79 @@ def test_an_unwritable_out_is_refused_before_any_work(tmp_path: Path, model: Pat
     code, rep, err = run(tmp_path, str(tmp_path / "in"), "-o", str(readonly / "new"), "-m", str(model))
     assert code == 1 and not rep and "not writable" in err and "permission denied" in err
     assert not called and not (readonly / "new").exists()  # refused before reading a single image
+
+
+def test_a_file_over_the_memory_budget_is_refused_from_its_header(tmp_path: Path, model: Path,
+                                                                  rng: np.random.Generator) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    PILImage.new("L", (13000, 13000)).save(src / "huge.png")  # ~160 KB on disk, 169 MP decoded
+    save(src / "small.png", smooth_image(rng, 20, 15))
+    started = time.perf_counter()
+    code, rep, _ = run(tmp_path, str(src), "-o", str(tmp_path / "out"), "-m", str(model),
+                       "--backend", "onnxruntime")
+    assert time.perf_counter() - started < 5
+    by_name = {Path(f["input"]).name: f for f in rep["files"]}
+    assert code == 1 and by_name["small.png"]["status"] == "ok"
+    huge = by_name["huge.png"]
+    assert huge["status"] == "failed" and "memory budget of 2048 MiB" in huge["reason"]
+    assert "pass --memory-budget" in huge["reason"] and "26000×26000" in huge["reason"]
+    needed = int(huge["reason"].rsplit("--memory-budget ", 1)[1].split()[0])
+    from srpipe.config import ProcessConfig as Config
+    from srpipe.imaging.io import peek_layout
+    from srpipe.infer import budget
+
+    layout = peek_layout(src / "huge.png")
+    assert layout is not None and (layout.width, layout.channels, layout.itemsize) == (13000, 1, 1)
+    assert needed * budget.MIB >= budget.file_bytes(layout, 2, Config().tile, ".png")
+
+
+def test_the_log_counts_only_the_files_left_to_do(tmp_path: Path, model: Path, rng: np.random.Generator,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    from srpipe.infer.runner import process
+    from srpipe.workspace import Workspace
+
+    src, out = tmp_path / "in", tmp_path / "out"
+    for i in range(3):
+        save(src / f"{i}.png", smooth_image(rng, 12, 10))
+    cfg = ProcessConfig(backend="onnxruntime")
+    process(src, out, cfg, workspace=Workspace(tmp_path / "ws"), model=model)
+    caplog.clear()
+    with caplog.at_level("INFO", logger="srpipe.infer.runner"):
+        rep = process(src, out, cfg, workspace=Workspace(tmp_path / "ws"), model=model)
+    assert rep.count("skipped") == 3
+    assert "0 file(s) to process" in caplog.text and "3 up to date (skipped)" in caplog.text
+
+
+def test_summary_keeps_the_provider_whole_at_80_columns(monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    from srpipe import render
+    from srpipe.infer.runner import ProcessReport
+
+    report = ProcessReport(model="/a/rather/long/path/to/models/edsr-baseline-x4.onnx",
+                           provider="OpenVINO CPU (bf16) on a very long device name", scale=4, tile=384,
+                           overlap=17, overlap_source="measured", batch=1, ensemble=False, shard=(0, 1))
+    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    render.print_process(report)
+    text = re.sub(r"\x1b\[[0-9;]*m", "", capsys.readouterr().out)  # colours of a terminal
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert "OpenVINO CPU (bf16) on a very long device name" in " ".join(text.split())
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="non-UTF-8 file names are a Linux matter")
+def test_json_report_is_valid_utf8_for_a_non_utf8_file_name(tmp_path: Path, model: Path,
+                                                             rng: np.random.Generator) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    name = os.fsdecode(b"caf\xe9.png")  # Latin-1 bytes: not UTF-8
+    save(src / name, smooth_image(rng, 12, 10))
+    res = subprocess.run([sys.executable, "-m", "srpipe.cli", "--workspace", str(tmp_path / "ws"), "process",
+                          str(src), "-o", str(tmp_path / "out"), "-m", str(model), "--backend", "onnxruntime",
+                          "--json"], capture_output=True, check=False)
+    assert res.returncode == 0, res.stderr
+    rep = json.loads(res.stdout.decode("utf-8", errors="strict"))
+    entry = rep["files"][0]
+    assert entry["input"].endswith("caf\\xe9.png") and entry["output"].endswith("caf\\xe9.png")
+    assert os.fsencode(tmp_path / "out" / name) == os.fsencode(tmp_path / "out") + b"/caf\xe9.png"
+    assert (tmp_path / "out" / name).is_file()

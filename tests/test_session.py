@@ -187,3 +187,59 @@ def test_transparent_stays_transparent_and_opaque_stays_opaque(which: str, dtype
         assert alpha[-16:].max() == 0 and alpha[:, -16:].max() == 0
         assert alpha[32:64, 32:80].min() == top
         assert 0 < alpha[24, 56] < top  # the soft band itself still goes through the model
+
+
+def with_props(src: Path, dst: Path, **props: str) -> Path:
+    import onnx
+
+    proto = onnx.load(str(src))
+    current = {p.key: p.value for p in proto.metadata_props}
+    onnx.helper.set_model_props(proto, {**current, **props})
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(proto, str(dst))
+    return dst
+
+
+def test_automatic_choice_passes_over_install_check_exports_in_process_and_evaluate(
+        tmp_path: Path, model_x2: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from srpipe.infer.session import BUNDLED_DIR
+    from srpipe.upscale import open_upscaler
+
+    ws = Workspace(tmp_path / "ws")
+    smoke = with_props(model_x2, ws.models / "smoke-20250101-120000-x2.onnx", pipeline="smoke",
+                       install_check="true")
+    # an export made before the pipeline was recorded: the run folder in `source` names it
+    old = with_props(model_x2, ws.models / "old-smoke-x2.onnx",
+                     source=str(tmp_path / "runs" / "smoke-20240101-120000" / "checkpoints" / "best.pt"))
+    now = time.time()
+    os.utime(old, (now - 10, now - 10))
+    bundled = BUNDLED_DIR / "default-x2.onnx"
+    with caplog.at_level("INFO", logger="srpipe.infer.session"):
+        assert find_model(2, model=None, workspace=ws) == bundled
+    assert f"not choosing {smoke}: exported from the install-check pipeline 'smoke'" in caplog.text
+    assert f"not choosing {old}: trained by the install-check pipeline 'smoke'" in caplog.text
+    assert find_model(2, model=smoke, workspace=ws) == smoke  # asked for by name: used
+    assert open_upscaler(None, workspace=ws, scale=2, backend="onnxruntime").name == "default-x2"
+    real = with_props(model_x2, ws.models / "edsr-baseline-x2-20250101-120000-x2.onnx",
+                      pipeline="edsr-baseline-x2", install_check="false")
+    os.utime(smoke, (now + 10, now + 10))  # newer than the real export, still passed over
+    caplog.clear()
+    with caplog.at_level("INFO", logger="srpipe.infer.session"):
+        assert find_model(2, model=None, workspace=ws) == real
+    assert f"using {real}: the newest x2 export in {ws.models}" in caplog.text
+    assert open_upscaler(None, workspace=ws, scale=2, backend="onnxruntime").name == real.stem
+    assert find_model(2, model="default", workspace=ws) == bundled
+
+
+def test_export_records_the_pipeline_and_whether_it_is_an_install_check(tmp_path: Path) -> None:
+    from srpipe.config import ExportConfig, ModelConfig, load_pipeline
+    from srpipe.contract import MetaKey
+    from srpipe.export import export_model
+    from srpipe.model.edsr import build_model
+
+    cfg = ModelConfig(scale=2, n_resblocks=1, n_feats=8)
+    for name, flag in (("smoke", "true"), ("edsr-baseline-x2", "false")):
+        res = export_model(build_model(cfg).eval(), cfg, tmp_path / f"{name}.onnx", ExportConfig(),
+                           pipeline=load_pipeline(name))
+        assert res.metadata[MetaKey.PIPELINE] == name and res.metadata[MetaKey.INSTALL_CHECK] == flag
+        assert describe(res.path).props[MetaKey.INSTALL_CHECK] == flag

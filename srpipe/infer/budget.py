@@ -12,9 +12,9 @@ one file, and takes the larger:
   outputs, and the output array (channels × bytes per sample per HR pixel);
 - encoding: the decoded image (its metadata is written with the output), the output array, and the
   encoder's copies: Pillow holds 8-bit RGB and RGBA as 4 B per pixel, gray as 1, 16-bit gray as 2;
-  16-bit colour goes through OpenCV (a BGR copy, the encoded buffer and its bytes: 3 × 2 B per
-  channel); a 16-bit output written as 8-bit (JPEG, WebP) first goes through ``to_uint8``'s uint32
-  temporaries (8 B per channel).
+  16-bit colour goes through OpenCV (a BGR copy, the encoder's buffers, the encoded buffer and its
+  bytes: 4 × 2 B per channel, as measured); a 16-bit output written as 8-bit (JPEG, WebP) first
+  goes through ``to_uint8``'s uint32 temporaries (8 B per channel).
 
 The model's own working memory (a few hundred MB on the CPU for the default tile) comes on top, as
 does the interpreter; ``process`` runs one file's upscaling while the previous file encodes, and it
@@ -54,7 +54,7 @@ def encode_bytes(layout: Layout, scale: int, suffix: str) -> int:
     if b == 2 and eight:
         per_px = ch * 8 + ch + (1 if ch == 1 else 4)  # to_uint8 temporaries, its result, Pillow's copy
     elif b == 2 and ch > 1:
-        per_px = 3 * 2 * ch  # OpenCV: BGR copy, encoded buffer, its bytes
+        per_px = 4 * 2 * ch  # OpenCV: BGR copy, its encoder's buffers, the encoded buffer, its bytes
     else:
         per_px = b if ch == 1 else 4  # Pillow's own image
     return lr * ch * b + hr * ch * b + hr * per_px

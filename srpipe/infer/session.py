@@ -38,11 +38,12 @@ def install_check_reason(desc: ModelDescriptor) -> str:
     """Why ``desc`` is an install-check export that an automatic choice must not pick ("" if it is not).
 
     ``srpipe export`` records the training pipeline and whether it is an install check (``MetaKey``);
-    for exports made before it did, the run folder named in ``source``
-    (``<pipeline>-<YYYYmmdd-HHMMSS>/checkpoints/...``) gives the pipeline, looked up by name."""
+    where that is not recorded (older exports, models exported from a bare checkpoint), the run folder
+    named in ``source`` (``<pipeline>-<YYYYmmdd-HHMMSS>/checkpoints/...``) gives the pipeline, looked up
+    by name."""
     props = desc.props
     flag = props.get(MetaKey.INSTALL_CHECK)
-    if flag is not None:
+    if flag:
         name = props.get(MetaKey.PIPELINE) or "?"
         return f"exported from the install-check pipeline '{name}'" if flag == "true" else ""
     source = Path(props.get(MetaKey.SOURCE, ""))
