@@ -104,18 +104,76 @@ def describe_props(path: Path, props: dict[str, str]) -> ModelDescriptor:
 
 
 def describe(path: Path) -> ModelDescriptor:
-    """Read a model file's metadata without running it; ``InputError`` when it is not a usable ONNX file."""
-    import onnx
+    """Read a model file's metadata without running it; ``InputError`` when it is not an ONNX model.
 
+    The metadata is read straight from the protobuf wire format (:func:`read_metadata`) rather than
+    through the ``onnx`` package, whose import alone costs about a second: every ``srpipe process`` and
+    ``srpipe info`` starts with this call.
+    """
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such model file")
     try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # protobuf raises assorted types on garbage
-        raise InputError(f"{path}: not a readable ONNX model: {exc}") from exc
-    if not proto.graph.node or not proto.graph.input or not proto.graph.output:
-        # protobuf parses an empty (or all-zero) file as an empty model without complaint
-        raise InputError(f"{path}: not a readable ONNX model (no graph: the file is empty or truncated)")
-    return describe_props(path, {p.key: p.value for p in proto.metadata_props})
+        props = read_metadata(path.read_bytes())
+    except ValueError as exc:
+        raise InputError(f"{path}: not a readable ONNX model ({exc})") from exc
+    return describe_props(path, props)
 
+
+_GRAPH, _METADATA = 7, 14  # ModelProto field numbers (onnx.proto): graph, metadata_props
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    value, shift = 0, 0
+    while True:
+        if pos >= len(data) or shift > 63:
+            raise ValueError("truncated varint")
+        byte = data[pos]
+        value |= (byte & 0x7F) << shift
+        pos, shift = pos + 1, shift + 7
+        if not byte & 0x80:
+            return value, pos
+
+
+def _fields(data: bytes) -> list[tuple[int, int, bytes | int]]:
+    """Top-level ``(field number, wire type, value)`` of one protobuf message; ``ValueError`` on damage."""
+    out: list[tuple[int, int, bytes | int]] = []
+    pos = 0
+    while pos < len(data):
+        key, pos = _varint(data, pos)
+        number, wire = key >> 3, key & 7
+        if number == 0:
+            raise ValueError("field number 0")
+        if wire == 0:
+            value, pos = _varint(data, pos)
+            out.append((number, wire, value))
+        elif wire == 2:
+            size, pos = _varint(data, pos)
+            if pos + size > len(data):
+                raise ValueError("a field runs past the end of the file (truncated?)")
+            out.append((number, wire, data[pos:pos + size]))
+            pos += size
+        elif wire in (1, 5):
+            pos += 8 if wire == 1 else 4
+            if pos > len(data):
+                raise ValueError("truncated fixed-size field")
+        else:
+            raise ValueError(f"unsupported wire type {wire}")
+    return out
+
+
+def read_metadata(data: bytes) -> dict[str, str]:
+    """``metadata_props`` of a serialised ONNX ``ModelProto``; ``ValueError`` when ``data`` is not one
+    (damaged, or without a graph: protobuf would parse an empty file as an empty model)."""
+    fields = _fields(data)
+    if not any(n == _GRAPH and w == 2 for n, w, _ in fields):
+        raise ValueError("no graph: the file is empty, truncated or not ONNX")
+    props: dict[str, str] = {}
+    for number, wire, value in fields:
+        if number == _METADATA and wire == 2 and isinstance(value, bytes):
+            entry = {n: v for n, w, v in _fields(value) if w == 2 and isinstance(v, bytes)}
+            try:
+                props[entry.get(1, b"").decode()] = entry.get(2, b"").decode()
+            except UnicodeDecodeError as exc:
+                raise ValueError("metadata that is not UTF-8") from exc
+    return props

@@ -113,8 +113,8 @@ def open_upscaler(spec: str | None, *, workspace: Workspace, scale: int = 0, dev
 
 def _open_onnx(spec: str | None, *, workspace: Workspace, scale: int, device: str, tile: int, overlap: int,
                ensemble: bool, backend: BackendChoice, precision: Precision) -> TiledUpscaler:
-    if spec == "default" and scale < 2:
-        raise UsageError("'default' needs --scale to pick the bundled model (2, 3 or 4)")
+    if spec == "default" and not scale:
+        log.info("no --scale given: the bundled x4 model (as srpipe process and srpipe info choose)")
     path = find_model(scale, model=spec, workspace=workspace)
     known = device if device in ("auto", "cuda", "cpu") else "auto"
     upscaler = TiledUpscaler.open(path, device=cast(Device, known), tile=tile, overlap=overlap,

@@ -89,8 +89,7 @@ def test_onnx_and_default_errors(tmp_path: Path, exported: tuple[Path, Path], mo
     ws = Workspace(tmp_path / "ws")
     with pytest.raises(UsageError, match="the model is x2 but --scale 3"):
         open_upscaler(str(onnx_path), workspace=ws, scale=3)
-    with pytest.raises(UsageError, match="'default' needs --scale"):
-        open_upscaler("default", workspace=ws)
+    assert open_upscaler("default", workspace=ws).scale == 4  # as process and info choose
     with pytest.raises(UsageError, match="bicubic has nothing to ensemble"):
         open_upscaler("bicubic", workspace=ws, scale=2, ensemble=True)
     monkeypatch.setattr("srpipe.infer.session.BUNDLED_DIR", tmp_path / "empty")

@@ -171,3 +171,32 @@ def test_srpipe_metadata_names_its_keys(srpipe_x2: Path) -> None:
     desc = describe(srpipe_x2)
     assert desc.srpipe and desc.overlap_source == "metadata"
     assert desc.overlap == int(desc.props[MetaKey.OVERLAP]) > 0
+
+
+def test_metadata_is_read_from_the_wire_format_as_onnx_reads_it(srpipe_x2: Path, tmp_path: Path) -> None:
+    import onnx
+
+    from srpipe.contract import read_metadata
+
+    bundled = Path(__file__).resolve().parents[1] / "srpipe" / "models" / "default-x2.onnx"
+    for path in (srpipe_x2, bundled, _with_props(srpipe_x2, tmp_path / "u.onnx", {"ключ": "värde", "": ""})):
+        expected = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+        assert read_metadata(path.read_bytes()) == expected
+    data = srpipe_x2.read_bytes()
+    for name, damaged in (("truncated", data[: len(data) // 2]), ("garbage", b"\xff" * 40),
+                          ("no-graph", data[:0])):
+        bad = tmp_path / f"{name}.onnx"
+        bad.write_bytes(damaged)
+        with pytest.raises(InputError, match=rf"{name}\.onnx: not a readable ONNX model"):
+            describe(bad)
+
+
+def test_choosing_and_opening_a_model_does_not_import_the_onnx_package(srpipe_x2: Path) -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; from pathlib import Path; from srpipe.infer.upscaler import TiledUpscaler; "
+            f"up = TiledUpscaler.open(Path({str(srpipe_x2)!r}), device='cpu', backend='onnxruntime'); "
+            "assert up.scale == 2; print('onnx' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"  # importing it costs about a second of every start-up

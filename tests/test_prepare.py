@@ -177,9 +177,9 @@ def test_killed_run_leaves_no_store_and_resumes_to_the_same_result(
 _PEEK = """
 import shutil, sys
 import h5py
-from srpipe.data import store
+from srpipe.data import recovery
 shutil.copyfile(sys.argv[1], sys.argv[2])
-store.clear_open_for_write(sys.argv[2])
+recovery.clear_open_for_write(sys.argv[2])
 with h5py.File(sys.argv[2], "r", locking=False) as f:
     print(int(f.attrs["inputs_done"]))
 """

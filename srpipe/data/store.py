@@ -23,6 +23,7 @@ import h5py
 import numpy as np
 
 from srpipe import __version__
+from srpipe.data.recovery import clear_open_for_write, opens_cleanly
 from srpipe.errors import StoreError
 
 log = logging.getLogger(__name__)
@@ -135,115 +136,6 @@ def open_store(path: Path, *, split: Split | None = None) -> StoreInfo:
 def _grow(ds: h5py.Dataset, rows: np.ndarray) -> None:
     ds.resize(ds.shape[0] + len(rows), axis=0)
     ds[ds.shape[0] - len(rows) :] = rows
-
-
-_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
-
-
-def _rotl(x: int, k: int) -> int:
-    return ((x << k) | (x >> (32 - k))) & 0xFFFFFFFF
-
-
-def lookup3(data: bytes, initval: int = 0) -> int:
-    """Bob Jenkins' lookup3 ``hashlittle``: the checksum HDF5 puts on its metadata (superblock v2+)."""
-    m = 0xFFFFFFFF
-    a = b = c = (0xDEADBEEF + len(data) + initval) & m
-    i = 0
-    while len(data) - i > 12:
-        a = (a + int.from_bytes(data[i : i + 4], "little")) & m
-        b = (b + int.from_bytes(data[i + 4 : i + 8], "little")) & m
-        c = (c + int.from_bytes(data[i + 8 : i + 12], "little")) & m
-        a = (a - c) & m ^ _rotl(c, 4)
-        c = (c + b) & m
-        b = (b - a) & m ^ _rotl(a, 6)
-        a = (a + c) & m
-        c = (c - b) & m ^ _rotl(b, 8)
-        b = (b + a) & m
-        a = (a - c) & m ^ _rotl(c, 16)
-        c = (c + b) & m
-        b = (b - a) & m ^ _rotl(a, 19)
-        a = (a + c) & m
-        c = (c - b) & m ^ _rotl(b, 4)
-        b = (b + a) & m
-        i += 12
-    if i == len(data):
-        return c
-    tail = data[i:].ljust(12, b"\0")
-    a = (a + int.from_bytes(tail[0:4], "little")) & m
-    b = (b + int.from_bytes(tail[4:8], "little")) & m
-    c = (c + int.from_bytes(tail[8:12], "little")) & m
-    for x, y, k in ((2, 1, 14), (0, 2, 11), (1, 0, 25), (2, 1, 16), (0, 2, 4), (1, 0, 14), (2, 1, 24)):
-        v = [a, b, c]
-        v[x] = ((v[x] ^ v[y]) - _rotl(v[y], k)) & m
-        a, b, c = v
-    return c
-
-
-def clear_open_for_write(path: Path) -> bool:
-    """Clear the "open for writing" flags a killed writer leaves in an HDF5 file's superblock (what
-    ``h5clear -s`` does), so that the file can be opened again; True when there was something to clear.
-
-    HDF5 refuses to open such a file at all, which would turn every kill into a restart from scratch.
-    Only a version 2/3 superblock at offset 0 whose checksum verifies is touched. Raises ``StoreError``
-    while another process holds the file (HDF5 locks it with ``flock``): its flags are not stale.
-    """
-    with open(path, "r+b") as fh:
-        try:
-            import fcntl
-        except ImportError:  # pragma: no cover - Windows: HDF5's own lock still refuses a live writer
-            pass
-        else:
-            try:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as exc:
-                raise StoreError(f"{path}: another srpipe prepare is writing this store") from exc
-        head = fh.read(12 + 4 * 255 + 4)
-        if len(head) < 12 or head[:8] != _HDF5_SIGNATURE or head[8] not in (2, 3) or head[11] == 0:
-            return False
-        end = 12 + 4 * head[9]  # flags byte, then 4 addresses of size_of_offsets bytes, then the checksum
-        if len(head) < end + 4 or lookup3(head[:end]) != int.from_bytes(head[end : end + 4], "little"):
-            return False
-        cleared = head[:11] + b"\0" + head[12:end]
-        fh.seek(0)
-        fh.write(cleared + lookup3(cleared).to_bytes(4, "little"))
-        fh.flush()
-        os.fsync(fh.fileno())
-    log.debug("%s: cleared the open-for-write flags of a killed writer", path)
-    return True
-
-
-_OPEN_CHECK = """
-import sys
-import h5py
-with h5py.File(sys.argv[1], "r") as f:
-    for name in f.attrs:
-        f.attrs[name]
-    def visit(name, obj):
-        if isinstance(obj, h5py.Dataset):
-            obj.shape
-            for key in obj.attrs:
-                obj.attrs[key]
-    f.visititems(visit)
-"""
-
-
-def opens_cleanly(path: Path) -> bool:
-    """Whether HDF5 opens ``path`` and reads its attributes and dataset headers without error, tried in a
-    child process: the metadata a killed writer left can be inconsistent enough to crash the HDF5
-    library itself, and a crash there must cost a restart, not this process."""
-    import subprocess
-    import sys
-
-    try:
-        done = subprocess.run([sys.executable, "-c", _OPEN_CHECK, str(path)], capture_output=True,
-                              timeout=120, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    if done.returncode != 0:
-        log.warning("%s: the leftover of a killed run does not open cleanly (%s)", path,
-                    done.stderr.decode(errors="replace").strip().splitlines()[-1:] or
-                    f"exit status {done.returncode}")
-    return done.returncode == 0
 
 
 # Small resizable tables: name -> (dtype, row shape, root attribute counting committed rows).
