@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from tiny_onnx import tiny_model
 
+from srpipe import hardware
 from srpipe.errors import InputError, UsageError
 from srpipe.infer import ovsession
 from srpipe.infer.backends import open_onnx_backend
@@ -15,7 +16,7 @@ from srpipe.infer.ovsession import OvSession
 from srpipe.infer.session import OrtSession
 
 needs_openvino = pytest.mark.skipif(not ovsession.available(), reason="openvino is not installed")
-needs_bf16 = pytest.mark.skipif(not ovsession.cpu_has_bf16(), reason="this CPU has no native bf16")
+needs_bf16 = pytest.mark.skipif(not hardware.cpu_has_bf16(), reason="this CPU has no native bf16")
 
 
 @pytest.fixture(scope="module")
@@ -28,10 +29,10 @@ def test_the_choice_follows_the_documented_rule(model: Path, monkeypatch: pytest
     assert isinstance(open_onnx_backend(model, device="cpu", precision="fp32"), OrtSession)
     assert isinstance(open_onnx_backend(model, backend="onnxruntime"), OrtSession)
     monkeypatch.setattr(ovsession, "available", lambda: True)
-    monkeypatch.setattr(ovsession, "cpu_has_bf16", lambda: False)
+    monkeypatch.setattr("srpipe.infer.backends.cpu_has_bf16", lambda: False)
     assert isinstance(open_onnx_backend(model, device="cpu"), OrtSession)  # no bf16: ONNX Runtime's fp32
     monkeypatch.setattr(ovsession, "available", lambda: False)
-    monkeypatch.setattr(ovsession, "cpu_has_bf16", lambda: True)
+    monkeypatch.setattr("srpipe.infer.backends.cpu_has_bf16", lambda: True)
     assert isinstance(open_onnx_backend(model, device="auto"), OrtSession)  # not installed: fall back
     with pytest.raises(UsageError, match="OpenVINO is not installed"):
         open_onnx_backend(model, backend="openvino")
@@ -61,7 +62,7 @@ def test_openvino_matches_onnx_runtime(model: Path, rng: np.random.Generator) ->
         got = fp32.run(x)
         assert got.shape == expected.shape and got.dtype == np.float32
         assert np.abs(got - expected).max() < 1e-4
-        if ovsession.cpu_has_bf16():
+        if hardware.cpu_has_bf16():
             bf16 = OvSession(model, precision="bf16")
             gap = np.abs(bf16.run(x) - expected).max() * 255
             assert 1e-3 < gap < 3  # really bf16 arithmetic, and within a few 8-bit codes
@@ -94,13 +95,14 @@ def test_openvino_probes_foreign_models_like_onnx_runtime(model: Path, tmp_path:
 
 def test_cpu_bf16_flag_is_read_from_cpuinfo(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     fake = tmp_path / "cpuinfo"
-    fake.write_text("processor : 0\nflags : fpu avx512f avx512_bf16\n")
-    real_path = Path
-
-    def fake_path(p: str) -> Path:
-        return fake if p == "/proc/cpuinfo" else real_path(p)
-
-    monkeypatch.setattr(ovsession, "Path", fake_path)
-    assert ovsession.cpu_has_bf16()
-    fake.write_text("processor : 0\nflags : fpu avx512f avx2\n")
-    assert not ovsession.cpu_has_bf16()
+    monkeypatch.setattr(hardware, "CPUINFO", fake)
+    for text, expected in (("processor : 0\nflags : fpu avx512f avx512_bf16\n", True),
+                           ("processor : 0\nflags : fpu amx_bf16 amx_tile\n", True),
+                           ("processor : 0\nflags : fpu avx512f avx2\n", False)):
+        fake.write_text(text)
+        hardware.cpu_flags.cache_clear()
+        assert hardware.cpu_has_bf16() is expected
+    fake.unlink()
+    hardware.cpu_flags.cache_clear()
+    assert not hardware.cpu_has_bf16()  # unreadable: the fp32 routes
+    hardware.cpu_flags.cache_clear()

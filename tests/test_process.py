@@ -22,6 +22,7 @@ from test_imaging_io import IPTC, app13
 from test_manifest import assert_consistent
 from tiny_onnx import tiny_model
 
+from srpipe import hardware
 from srpipe.cli import cli
 from srpipe.config import ProcessConfig
 from srpipe.imaging.io import read_image, write_image
@@ -82,7 +83,7 @@ def test_every_kind_of_image_mirrored_with_metadata_and_isolated_failure(tmp_pat
     code, rep, _ = run(tmp_path, str(src), "-o", str(out), "--model", str(model), "--tile", "24")
     assert code == 1  # one file failed
     assert (rep["ok"], rep["skipped"], rep["failed"]) == (8, 0, 1)
-    bf16 = ovsession.available() and ovsession.cpu_has_bf16()  # the documented automatic choice
+    bf16 = ovsession.available() and hardware.cpu_has_bf16()  # the documented automatic choice
     assert rep["provider"] == ("OpenVINO CPU (bf16)" if bf16 else "CPUExecutionProvider")
     assert rep["scale"] == 2
     failed = next(f for f in rep["files"] if f["status"] == "failed")

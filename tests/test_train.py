@@ -447,3 +447,15 @@ def test_smoke_recipe_trains_on_a_fresh_workspace_with_generated_images(tmp_path
     out = CliRunner().invoke(cli, ["--workspace", str(ws), "train", "--pipeline", "smoke", *fast, "--json"])
     assert out.exit_code == 0, out.output
     assert [p.stat().st_mtime_ns for p in images] == mtimes  # found again, not regenerated
+
+
+def test_auto_precision_follows_the_cpus_bf16_capability(monkeypatch: pytest.MonkeyPatch) -> None:
+    from srpipe.train import runtime
+
+    cfg, cpu = TrainConfig(), torch.device("cpu")
+    monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: True)
+    assert runtime.autocast_dtype(cfg, cpu) == torch.bfloat16 and runtime.use_channels_last(cfg, cpu)
+    assert runtime.autocast_dtype(dataclasses.replace(cfg, precision="fp32"), cpu) is None
+    assert not runtime.use_channels_last(dataclasses.replace(cfg, channels_last=False), cpu)
+    monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: False)
+    assert runtime.autocast_dtype(cfg, cpu) is None and not runtime.use_channels_last(cfg, cpu)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Literal, Protocol
 import numpy as np
 
 from srpipe.errors import UsageError
+from srpipe.hardware import cpu_has_bf16
 
 if TYPE_CHECKING:
     import torch
@@ -115,7 +116,7 @@ def open_onnx_backend(path: Path, *, device: Literal["auto", "cuda", "cpu"] = "a
         raise UsageError("--precision bf16 needs --backend openvino (ONNX Runtime's CPU provider computes in "
                          "fp32)")
     bf16_cpu = backend == "auto" and device != "cuda" and precision != "fp32" and ovsession.available() \
-        and ovsession.cpu_has_bf16()
+        and cpu_has_bf16()
     if bf16_cpu and not (device == "auto" and nvidia_driver_present()):
         return ovsession.OvSession(path, precision="bf16", threads=threads)
     session = OrtSession(path, device=device, threads=threads, io_binding=io_binding)

@@ -36,29 +36,17 @@ import numpy as np
 
 from srpipe.contract import ModelDescriptor, describe
 from srpipe.errors import InputError, SrpipeError, UsageError
+from srpipe.hardware import cpu_has_bf16
 from srpipe.infer.session import PROBE_SHAPE, check_output, cpu_threads, probe_input_spec
 
 log = logging.getLogger(__name__)
 
 Precision = Literal["auto", "fp32", "bf16"]
-_CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
 def available() -> bool:
     """True when the ``openvino`` package is installed (it is optional where it has no wheels)."""
     return importlib.util.find_spec("openvino") is not None
-
-
-def cpu_has_bf16() -> bool:
-    """Whether this CPU has native bf16 dot products (AVX-512 BF16 or AMX), from ``/proc/cpuinfo``;
-    False where that cannot be read (the fp32 routes are then used)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    lines = (line for line in text.splitlines() if line.startswith("flags"))
-    flags = next((line.split(":", 1)[1].split() for line in lines), [])
-    return any(f in flags for f in _CPU_BF16_FLAGS)
 
 
 class OvSession:

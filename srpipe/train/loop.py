@@ -76,6 +76,8 @@ class Trainer:
             log.info("%s", self.init_report)
         fmt = torch.channels_last if self.channels_last else torch.preserve_format
         self.model.to(device, memory_format=fmt)  # type: ignore[call-overload]  # torch accepts it; stubs lack it
+        for buf in self.model.buffers():  # a 1x3x1x1 mean in channels_last strides breaks DDP's broadcast
+            buf.data = buf.data.clone(memory_format=torch.contiguous_format)
         self.ema = optim.EMA(self.model, cfg.ema_decay) if cfg.ema_decay > 0 else None
         if self.ema is not None and resume is not None:
             if resume.ema is not None:

@@ -1,8 +1,10 @@
 """Runtime decisions and controls of a training process: precision, memory format, config checks, signals.
 
 - :func:`autocast_dtype` / :func:`use_channels_last` turn the ``"auto"`` settings into concrete choices
-  for the device at hand (measured on the 2-core CPU here: bf16 autocast ran ~9× slower than fp32 and
-  channels_last ~20 % slower, so ``auto`` means fp32 / NCHW on the CPU, bf16 / NHWC on CUDA).
+  for the device at hand: bf16 / NHWC on CUDA GPUs that support bf16; on the CPU, bf16 / NHWC where
+  the cores have native bf16 (``srpipe.hardware.cpu_has_bf16``: EDSR 16×32 x4 trained 2.5× faster
+  than fp32 / NCHW on such a CPU, docs/train.md) and fp32 / NCHW elsewhere (on a CPU without it bf16
+  autocast measured ~9× slower than fp32 and channels_last ~20 % slower).
 - :func:`check_config` rejects impossible settings before anything slow happens, naming the key.
 - :class:`StopRequest` turns SIGINT/SIGTERM into a flag that the loop checks between iterations, so
   an interrupted run saves a consistent checkpoint; a second signal interrupts at once.
@@ -21,14 +23,18 @@ import torch
 
 from srpipe.config import TrainConfig
 from srpipe.errors import ConfigError
+from srpipe.hardware import cpu_has_bf16
 
 log = logging.getLogger(__name__)
 
 
 def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype (None = fp32). ``auto``: bf16 on CUDA GPUs that support it, fp32 on the CPU."""
+    """The autocast dtype (None = fp32). ``auto``: bf16 on CUDA GPUs that support it and on CPUs with
+    native bf16, else fp32."""
     if cfg.precision == "auto":
         if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        if device.type == "cpu" and cpu_has_bf16():
             return torch.bfloat16
         return None
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.precision]
@@ -39,8 +45,11 @@ def precision_name(dtype: torch.dtype | None) -> str:
 
 
 def use_channels_last(cfg: TrainConfig, device: torch.device) -> bool:
-    """``auto``: on for CUDA (NHWC tensor-core kernels), off on the CPU."""
-    return device.type == "cuda" if cfg.channels_last == "auto" else bool(cfg.channels_last)
+    """``auto``: on for CUDA (NHWC tensor-core kernels) and for CPUs with native bf16 (oneDNN's NHWC bf16
+    kernels), off on other CPUs."""
+    if cfg.channels_last != "auto":
+        return bool(cfg.channels_last)
+    return device.type == "cuda" or (device.type == "cpu" and cpu_has_bf16())
 
 
 def check_config(cfg: TrainConfig, world_size: int) -> None:
