@@ -79,9 +79,9 @@ def test_ensemble_keeps_alignment_and_averages_the_8_transforms(rng: np.random.G
         y = nearest(b)
         return y + np.linspace(0, 1, y.shape[3], dtype=np.float32)[None, None, None, :]
 
-    assert np.allclose(dihedral_mean(nearest, x, axes=(2, 3)), nearest(x), atol=1e-6)
+    assert np.allclose(dihedral_mean(nearest, x), nearest(x), atol=1e-6)
     # Over the 8 frames the ramp points along +x, -x, +y, -y equally often: it averages to its mean 0.5.
-    assert np.allclose(dihedral_mean(ramp, x, axes=(2, 3)), nearest(x) + 0.5, atol=1e-5)
+    assert np.allclose(dihedral_mean(ramp, x), nearest(x) + 0.5, atol=1e-5)
 
 
 def test_onnx_and_default_errors(tmp_path: Path, exported: tuple[Path, Path], monkeypatch) -> None:

@@ -15,6 +15,7 @@ from tiny_onnx import tiny_model
 
 from srpipe.cli import cli
 from srpipe.contract import MetaKey, describe
+from srpipe.digest import file_sha256
 from srpipe.errors import InputError
 from srpipe.imaging.io import write_image
 from srpipe.infer import measured
@@ -84,7 +85,7 @@ def test_a_lone_scale_key_is_confirmed_by_a_probe_and_the_overlap_measured_once(
     stated = describe(srpipe_x2).overlap  # what export measured for the very same weights
     assert up.scale == 2 and up.overlap_source == "measured" and up.overlap == stated
     entries = list(cache.glob("*.json"))
-    assert [e.stem for e in entries] == [measured.file_sha256(foreign)]
+    assert [e.stem for e in entries] == [file_sha256(foreign)]
     assert json.loads(entries[0].read_text())["overlap"] == stated
 
     def fail(*args: object, **kwargs: object) -> None:

@@ -30,6 +30,23 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def run_two_ranks(recipe: Path, workspace: Path, run_dir: Path) -> list[tuple[str, str]]:
+    """``srpipe train`` as two gloo ranks, as torchrun would start them; (stdout, stderr) of each,
+    after asserting both exited 0."""
+    port, procs = free_port(), []
+    for rank in range(2):
+        env = {**os.environ, "WORLD_SIZE": "2", "RANK": str(rank), "LOCAL_RANK": str(rank),
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"}
+        cmd = [sys.executable, "-m", "srpipe.cli", "--workspace", str(workspace), "train", "-p", str(recipe),
+               "--run-dir", str(run_dir), "--json"]
+        procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True))
+    outputs = [p.communicate(timeout=180) for p in procs]
+    for p, (_, err) in zip(procs, outputs, strict=True):
+        assert p.returncode == 0, err[-3000:]
+    return outputs
+
+
 def test_two_gloo_ranks_match_one_process(stores: Path, tmp_path: Path) -> None:  # noqa: F811
     # fp32/NCHW: the comparison is exact only without bf16 rounding (auto picks bf16 on some CPUs)
     pipe = tiny(stores, iterations=4, val_every=2, checkpoint_every=2, ema_decay=0.5, precision="fp32",
@@ -37,17 +54,7 @@ def test_two_gloo_ranks_match_one_process(stores: Path, tmp_path: Path) -> None:
     write_config(tmp_path / "recipe.toml", pipe)
     single = train(pipe, workspace=Workspace(tmp_path / "ws1"), run_dir=tmp_path / "single")
 
-    port, procs = free_port(), []
-    for rank in range(2):
-        env = {**os.environ, "WORLD_SIZE": "2", "RANK": str(rank), "LOCAL_RANK": str(rank),
-               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"}
-        cmd = [sys.executable, "-m", "srpipe.cli", "--workspace", str(tmp_path / "ws2"), "train",
-               "-p", str(tmp_path / "recipe.toml"), "--run-dir", str(tmp_path / "ddp"), "--json"]
-        procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                      text=True))
-    outputs = [p.communicate(timeout=180) for p in procs]
-    for p, (_, err) in zip(procs, outputs, strict=True):
-        assert p.returncode == 0, err[-3000:]
+    outputs = run_two_ranks(tmp_path / "recipe.toml", tmp_path / "ws2", tmp_path / "ddp")
     result = json.loads(outputs[0][0])  # rank 0 speaks for the job; rank 1 prints nothing
     assert result["world_size"] == 2 and result["rank"] == 0 and outputs[1][0].strip() == ""
 
@@ -70,16 +77,6 @@ def test_two_gloo_ranks_train_in_bf16_with_channels_last(stores: Path, tmp_path:
     """channels_last must leave the model's 1x3x1x1 mean buffer in plain strides: DDP's buffer broadcast
     refuses the channels_last view of it ("refer to a single memory location")."""
     write_config(tmp_path / "recipe.toml", tiny(stores, iterations=2, precision="bf16", channels_last=True))
-    port, procs = free_port(), []
-    for rank in range(2):
-        env = {**os.environ, "WORLD_SIZE": "2", "RANK": str(rank), "LOCAL_RANK": str(rank),
-               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"}
-        cmd = [sys.executable, "-m", "srpipe.cli", "--workspace", str(tmp_path / "ws"), "train",
-               "-p", str(tmp_path / "recipe.toml"), "--run-dir", str(tmp_path / "ddp"), "--json"]
-        procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                      text=True))
-    outputs = [p.communicate(timeout=180) for p in procs]
-    for p, (_, err) in zip(procs, outputs, strict=True):
-        assert p.returncode == 0, err[-3000:]
+    outputs = run_two_ranks(tmp_path / "recipe.toml", tmp_path / "ws", tmp_path / "ddp")
     result = json.loads(outputs[0][0])
     assert result["world_size"] == 2 and result["precision"] == "bf16" and result["iteration"] == 2

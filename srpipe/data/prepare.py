@@ -33,7 +33,8 @@ from srpipe.config import PrepareConfig
 from srpipe.data import store as st
 from srpipe.data.report import PrepareSummary, summarise
 from srpipe.data.sources import Source, find_inputs, fingerprint
-from srpipe.data.work import Decoded, Skip, Task, file_sha256, process_image
+from srpipe.data.work import Decoded, Skip, Task, process_image
+from srpipe.digest import file_sha256
 from srpipe.errors import ConfigError, OutputError, SrpipeError, StoreError
 from srpipe.parallel import make_pool, ordered_map, usable_cores
 from srpipe.progress import ProgressFn, report

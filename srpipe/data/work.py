@@ -7,13 +7,13 @@ the parent cuts sub-images with :meth:`Decoded.patches` while it writes.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from srpipe.digest import file_sha256
 from srpipe.errors import SrpipeError
 
 VALID_MIN_FACTOR = 8  # validation images need a side >= 8 x the largest scale (see docs/prepare.md)
@@ -97,15 +97,6 @@ def to_rgb8(pixels: np.ndarray) -> np.ndarray:
 
 def _rgb(a: np.ndarray) -> np.ndarray:
     return np.repeat(a[..., None], 3, axis=2) if a.ndim == 2 else a
-
-
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file's bytes (the ``sources/sha256`` a store records)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def process_image(task: Task) -> Decoded | Skip:

@@ -10,10 +10,10 @@ import contextlib
 import os
 import secrets
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from srpipe.errors import OutputError
+from srpipe.errors import InputError, OutputError
 
 
 @contextlib.contextmanager
@@ -89,3 +89,17 @@ def check_writable_folder(folder: str | Path, what: str = "--out") -> None:
     except OSError as exc:
         place = "" if existing == folder else f" (nothing can be created in {existing})"
         raise OutputError(f"{what} {folder}: not writable{place}: {exc.strerror or exc}") from exc
+
+
+def listing_errors(root: Path, unreadable: list[tuple[Path, str]] | None) -> Callable[[OSError], None]:
+    """An ``os.walk(root, onerror=...)`` handler: a subfolder that cannot be listed is appended to
+    ``unreadable`` as ``(folder, reason)`` and the walk goes on; ``root`` itself, or any folder when
+    ``unreadable`` is None, raises ``InputError``."""
+    def onerror(exc: OSError) -> None:
+        folder = Path(exc.filename) if exc.filename else root
+        reason = f"cannot list the folder: {exc.strerror or exc}"
+        if unreadable is None or folder == root:
+            raise InputError(f"{folder}: {reason}") from exc
+        unreadable.append((folder, reason))
+
+    return onerror

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from srpipe.errors import InputError, OutputError, SrpipeError, UsageError
-from srpipe.imaging.atomic import check_writable_folder
+from srpipe.imaging.atomic import check_writable_folder, listing_errors
 from srpipe.imaging.io import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, read_image, write_image
 from srpipe.imaging.resize import Boundary, imresize, modcrop
 from srpipe.parallel import make_pool, ordered_map, usable_cores
@@ -101,15 +101,8 @@ def plan_outputs(src: Path, dst: Path, *,
     if dst.exists() and not dst.is_dir():
         raise OutputError(f"--out {dst} is a file; a folder source needs an output folder")
     check_writable_folder(dst)
-    def onerror(exc: OSError) -> None:
-        folder = Path(exc.filename) if exc.filename else src
-        reason = f"cannot list the folder: {exc.strerror or exc}"
-        if unreadable is None or folder == src:
-            raise InputError(f"{folder}: {reason}") from exc
-        unreadable.append((folder, reason))
-
     pairs = []
-    for folder, dirs, files in os.walk(src, onerror=onerror):
+    for folder, dirs, files in os.walk(src, onerror=listing_errors(src, unreadable)):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(files):
             path = Path(folder) / name

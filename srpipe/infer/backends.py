@@ -1,9 +1,10 @@
 """What the tiled engine runs: the ``Backend`` protocol and its PyTorch implementation.
 
 A backend maps an NCHW float32 RGB batch in [0, 1] (C-contiguous numpy) to its ``scale``× upscaled
-NCHW float32 batch (numpy, unclamped). Two exist: ``srpipe.infer.session.OrtSession`` (ONNX Runtime:
-``process``, ``evaluate`` of ``.onnx`` files) and :class:`TorchBackend` (an ``nn.Module``: ``evaluate``
-of checkpoints and training validation). ``provider`` names what really ran, for reports.
+NCHW float32 batch (numpy, unclamped). Three exist: ``srpipe.infer.session.OrtSession`` (ONNX Runtime)
+and ``srpipe.infer.ovsession.OvSession`` (OpenVINO) for ``.onnx`` files in ``process`` and ``evaluate``,
+chosen by :func:`open_onnx_backend`, and :class:`TorchBackend` (an ``nn.Module``: ``evaluate`` of
+checkpoints and training validation). ``provider`` names what really ran, for reports.
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ def nvidia_driver_present() -> bool:
 def open_onnx_backend(path: Path, *, device: Literal["auto", "cuda", "cpu"] = "auto",
                       backend: BackendChoice = "auto", precision: Precision = "auto", threads: int = 0,
                       io_binding: bool = True) -> OrtSession | OvSession:
-    """The backend that runs an ONNX model (docs/process.md, "Backends"):
+    """The backend that runs an ONNX model (docs/process.md, "The engine and its backends"):
 
     - ``onnxruntime``: ONNX Runtime, CUDA provider when ``device`` allows and it works, else CPU (fp32);
     - ``openvino``: OpenVINO on the CPU, ``precision`` as in ``infer.ovsession``;

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from srpipe.errors import InputError, OutputError, UsageError
-from srpipe.imaging.atomic import check_writable_folder
+from srpipe.imaging.atomic import check_writable_folder, listing_errors
 
 FORMAT_SUFFIX = {"png": ".png", "jpg": ".jpg", "webp": ".webp", "tiff": ".tif"}
 
@@ -57,16 +57,9 @@ def walk_inputs(root: Path, extensions: tuple[str, ...], *,
     if not root.is_dir():
         raise InputError(f"{root}: no such file or folder")
 
-    def onerror(exc: OSError) -> None:
-        folder = Path(exc.filename) if exc.filename else root
-        reason = f"cannot list the folder: {exc.strerror or exc}"
-        if unreadable is None or folder == root:
-            raise InputError(f"{folder}: {reason}") from exc
-        unreadable.append((folder, reason))
-
     wanted = {e.lower() for e in extensions}
     found: list[tuple[Path, PurePosixPath]] = []
-    for folder, dirs, files in os.walk(root, onerror=onerror, followlinks=False):
+    for folder, dirs, files in os.walk(root, onerror=listing_errors(root, unreadable), followlinks=False):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         rel_folder = PurePosixPath(Path(folder).relative_to(root).as_posix())
         for name in sorted(files):

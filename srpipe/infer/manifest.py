@@ -18,7 +18,6 @@ file it did not see written, and such outputs are redone.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -31,6 +30,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 from srpipe import __version__
+from srpipe.digest import file_sha256
 from srpipe.errors import OutputError
 from srpipe.imaging.atomic import atomic_path
 from srpipe.infer.files import Job, remove_stale_temporaries
@@ -109,11 +109,7 @@ def model_fingerprint(model: str) -> str:
     path = Path(model)
     if not path.is_file():
         return f"name:{model}"
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return f"sha256:{digest.hexdigest()}"
+    return f"sha256:{file_sha256(path)}"
 
 
 def manifest_path(out: Path, shard: tuple[int, int]) -> Path:

@@ -1,7 +1,8 @@
 """Tile overlap for models that do not state it: measured the way ``srpipe export`` measures, and cached.
 
 A foreign model (no ``tile_overlap`` in its metadata) gets its effective receptive field measured with
-``receptive.measure``, on its own weights, through the session it will run in. Its theoretical radius is
+``receptive.measure``, on its own weights, in fp32 on ONNX Runtime's CPU provider (whatever backend will
+run it). Its theoretical radius is
 unknown, so the search starts at ``START_RADIUS`` LR px and doubles while the error profile is still
 above the threshold at the far end (the field reaches past the cut), up to ``MAX_RADIUS``. The result is
 cached as JSON under ``<workspace>/cache/overlap/<sha256 of the file>.json``, so each model file is
@@ -10,7 +11,6 @@ measured once; an unreadable cache entry is measured again.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -18,6 +18,7 @@ from pathlib import Path
 
 from srpipe import __version__
 from srpipe.contract import ModelDescriptor
+from srpipe.digest import file_sha256
 from srpipe.infer.backends import Backend
 from srpipe.infer.receptive import ReceptiveField, measure
 
@@ -34,14 +35,6 @@ class MeasuredOverlap:
     effective: int
     searched: int
     capped: bool
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def measure_backend(backend: Backend) -> MeasuredOverlap:

@@ -44,13 +44,13 @@ MIN_TILE = 16  # below this an OOM is not worth fighting: the device is simply t
 ALPHA_RADIUS = 2  # LR px around a pixel whose alpha must be all 0 (all max) to keep it exactly so
 
 
-def check_tiling(tile: int, overlap: int, batch: int = 1, *, option: str = "--tile") -> None:
+def check_tiling(tile: int, overlap: int, batch: int = 1) -> None:
     """The one overlap rule; ``UsageError`` saying what to pass instead."""
     if tile < 0 or overlap < 0 or batch < 1:
         raise UsageError(f"tile ({tile}) and overlap ({overlap}) must be >= 0, batch ({batch}) >= 1")
     if tile and 2 * overlap > tile:
-        raise UsageError(f"{option} {tile} is smaller than twice the tile overlap ({overlap} LR px); use "
-                         f"{option} {2 * overlap} or more, or {option} 0 for whole images")
+        raise UsageError(f"--tile {tile} is smaller than twice the tile overlap ({overlap} LR px); use "
+                         f"--tile {2 * overlap} or more, or --tile 0 for whole images")
 
 
 def exact_overlap(radius: int) -> int:
@@ -60,21 +60,17 @@ def exact_overlap(radius: int) -> int:
     return 3 * radius
 
 
-def dihedral_mean(run: Callable[[np.ndarray], np.ndarray], x: np.ndarray, *, axes: tuple[int, int],
-                  out_axes: tuple[int, int] | None = None) -> np.ndarray:
-    """Self-ensemble (EDSR+): the float32 mean of ``run`` over the 8 flips/rotations of ``x`` in the
-    plane ``axes``, each output transformed back (in ``out_axes``, default ``axes``) before averaging,
-    so the result is aligned with ``x``. uint8 outputs are taken as 8-bit levels (÷ 255)."""
-    oy, ox = out_axes or axes
+def dihedral_mean(run: Callable[[np.ndarray], np.ndarray], x: np.ndarray) -> np.ndarray:
+    """Self-ensemble (EDSR+): the float32 mean of ``run`` over the 8 flips/rotations of the NCHW batch
+    ``x`` in its image plane, each output transformed back before averaging, so the result is aligned
+    with ``x``."""
     total: np.ndarray | None = None
     for flip in (False, True):
-        xf = np.flip(x, axes[1]) if flip else x
+        xf = np.flip(x, 3) if flip else x
         for k in range(4):
-            y = run(np.ascontiguousarray(np.rot90(xf, k, axes=axes)))
-            y = y.astype(np.float32) / np.float32(255.0) if y.dtype == np.uint8 else y.astype(np.float32)
-            y = np.rot90(y, -k, axes=(oy, ox))
-            y = np.flip(y, ox) if flip else y
-            total = y.copy() if total is None else total + y
+            y = np.rot90(run(np.ascontiguousarray(np.rot90(xf, k, axes=(2, 3)))), -k, axes=(2, 3))
+            y = np.flip(y, 3) if flip else y
+            total = y.astype(np.float32) if total is None else total + y
     assert total is not None
     return total / np.float32(8.0)
 
@@ -93,8 +89,8 @@ class TiledUpscaler:
     """Tiled super-resolution of whole images with one backend (see the module docstring)."""
 
     def __init__(self, backend: Backend, *, overlap: int, tile: int = 384, batch: int = 1,
-                 ensemble: bool = False, name: str = "model", option: str = "--tile") -> None:
-        check_tiling(tile, overlap, batch, option=option)
+                 ensemble: bool = False, name: str = "model") -> None:
+        check_tiling(tile, overlap, batch)
         self.backend, self.scale, self.overlap = backend, backend.scale, overlap
         self.tile, self.batch, self.ensemble = tile, batch, ensemble
         self.stats = UpscaleStats()
@@ -133,8 +129,8 @@ class TiledUpscaler:
 
     @property
     def overlap_source(self) -> str:
-        """Where the overlap came from: "metadata", "measured", "given" (or "unknown" for backends
-        without a model file)."""
+        """Where the overlap came from: "metadata", "measured" or "given" (always "given" for a backend
+        without a model file, e.g. ``TorchBackend``)."""
         desc = getattr(self.backend, "descriptor", None)
         return desc.overlap_source if desc is not None else "given"
 
@@ -211,4 +207,4 @@ class TiledUpscaler:
         """The model on a batch, or the mean over the 8 dihedral transforms (self-ensemble)."""
         if not self.ensemble:
             return self.backend.run(x)
-        return dihedral_mean(self.backend.run, x, axes=(2, 3))
+        return dihedral_mean(self.backend.run, x)
