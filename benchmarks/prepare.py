@@ -32,9 +32,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from srpipe.batch import walk
 from srpipe.config import PrepareConfig
 from srpipe.data.prepare import prepare
-from srpipe.data.sources import walk_images
 from srpipe.data.work import Task, process_image
 from srpipe.imaging.io import read_image, write_image
 from srpipe.imaging.resize import imresize, modcrop
@@ -58,7 +58,7 @@ def div2k_sized(folder: Path, count: int) -> Path:
         raise SystemExit(f"--div2k-sized needs the BSD200 photos in {BSD200}")
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
-    for i, path in enumerate(walk_images(BSD200)[:count]):
+    for i, path in enumerate([f.path for f in walk(BSD200).files][:count]):
         big = cv2.resize(read_image(path).pixels, (2040, 1356), interpolation=cv2.INTER_CUBIC)
         noisy = big.astype(np.float32) + rng.normal(0, 3, big.shape).astype(np.float32)
         write_image(folder / f"div2k_sized{i:03d}.png", np.clip(noisy, 0, 255).round().astype(np.uint8))
@@ -118,7 +118,7 @@ def main() -> None:
             root = div2k_sized(Path(tmp) / "in", args.div2k_sized)
         else:
             root = args.input or (BSD200 if BSD200.is_dir() else synthetic(Path(tmp) / "in"))
-        files = walk_images(root)
+        files = [f.path for f in walk(root).files]
         cfg = PrepareConfig(hr_size=args.hr_size, stride=args.stride)
         print(f"input {root}: {len(files)} images; scales {list(cfg.scales)}, hr_size {cfg.hr_size}, "
               f"stride {cfg.stride}")

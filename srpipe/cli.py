@@ -21,6 +21,19 @@ from srpipe.render import emit_json, progress_bars
 log = logging.getLogger("srpipe")
 
 
+def parse_strength(ctx: click.Context, param: click.Parameter, value: str | None) -> float | str | None:
+    """``--strength``: ``auto`` or a number in [0, 1]."""
+    if value is None or value == "auto":
+        return value
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not 0.0 <= number <= 1.0:
+        raise click.BadParameter(f"'{value}' is neither 'auto' nor a number in [0, 1]")
+    return number
+
+
 class SrpipeGroup(click.Group):
     """Turns ``SrpipeError`` into a one-line message and its exit code."""
 
@@ -110,7 +123,7 @@ def downscale_command(ctx: click.Context, src: Path, scale: int, dst: Path, boun
                       workers: int, max_pixels: int | None, as_json: bool) -> None:
     """MATLAB-bicubic LR copies of an image or folder tree: modcrop to a multiple of S, then
     imresize(1/S), written as PNG under the same relative paths and stems."""
-    from srpipe.imaging.downscale import downscale_tree
+    from srpipe.downscale import downscale_tree
     from srpipe.imaging.io import DEFAULT_MAX_PIXELS
 
     with progress_bars(not as_json) as progress:
@@ -181,6 +194,8 @@ def train_command(ctx: click.Context, pipeline: str | None, assignments: tuple[s
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default=None,
               help="CPU arithmetic: bf16 (OpenVINO) is about 2x faster where the CPU supports it [fp32].")
 @click.option("--ensemble", is_flag=True, help="Self-ensemble (EDSR+): mean of 8 flips/rotations.")
+@click.option("--strength", callback=parse_strength, default=None, metavar="auto|0..1",
+              help="With MODEL photo: 0 = default model ... 1 = photo model [auto: per image, as process].")
 @click.option("--weights", type=click.Choice(["ema", "raw"]), default=None,
               help="Training checkpoints: EMA weights (when present) or raw weights [ema].")
 @click.option("--save", "save_dir", type=click.Path(path_type=Path), default=None, help="Write SR PNGs here.")
@@ -193,12 +208,13 @@ def train_command(ctx: click.Context, pipeline: str | None, assignments: tuple[s
 def evaluate_command(ctx: click.Context, model: str | None, hr_dir: Path, lr_dir: Path | None,
                      scale: int | None, shave: int | None, boundary: str | None, device: str | None,
                      tile: int | None, overlap: int | None, backend: str | None, precision: str | None,
-                     ensemble: bool, weights: str | None, save_dir: Path | None, compare_path: Path | None,
-                     max_pixels: int | None, as_json: bool) -> None:
+                     ensemble: bool, strength: float | str | None, weights: str | None,
+                     save_dir: Path | None, compare_path: Path | None, max_pixels: int | None,
+                     as_json: bool) -> None:
     """PSNR/SSIM of MODEL beside bicubic, the papers' protocol (Y and RGB, shave = scale).
 
     MODEL: an srpipe checkpoint or run directory, an EDSR-PyTorch .pt or BasicSR .pth file, an exported
-    .onnx model, 'bicubic', or 'default' (the bundled model of --scale). Left out: the model process
+    .onnx model, 'bicubic', 'default' or 'photo' (the bundled models of --scale). Left out: the model process
     would choose (the newest workspace export of --scale that is not an install check, else the bundled).
     """
     import dataclasses
@@ -208,7 +224,7 @@ def evaluate_command(ctx: click.Context, model: str | None, hr_dir: Path, lr_dir
 
     given: dict[str, Any] = {"scale": scale, "shave": shave, "boundary": boundary, "device": device,
                              "tile": tile, "tile_overlap": overlap, "backend": backend,
-                             "precision": precision, "ensemble": ensemble or None,
+                             "precision": precision, "ensemble": ensemble or None, "strength": strength,
                              "weights": weights, "max_pixels": max_pixels}
     cfg = dataclasses.replace(EvaluateConfig(), **{k: v for k, v in given.items() if v is not None})
     with progress_bars() as progress:
@@ -284,8 +300,13 @@ def info_command(ctx: click.Context, model: str, scale: int, as_json: bool) -> N
 @click.option("-o", "--out", type=click.Path(path_type=Path, file_okay=False), required=True,
               help="Output folder; the input tree is mirrored under it (never inside the input).")
 @click.option("-s", "--scale", type=click.IntRange(2, 8), default=None, help="Default: the model's, else 4.")
-@click.option("-m", "--model", default=None, metavar="FILE|default",
-              help="ONNX model (default: newest export of the scale in the workspace, then the bundled one).")
+@click.option("-m", "--model", default=None, metavar="FILE|default|photo",
+              help="ONNX model (default: newest export of the scale in the workspace, then the bundled one; "
+                   "photo: the bundled photo model, for JPEGs and noisy photos).")
+@click.option("--strength", callback=parse_strength, default=None, metavar="auto|0..1",
+              help="With --model photo: 0 = default model ... 1 = photo model [auto: per photo].")
+@click.option("--fidelity-fix", is_flag=True, default=None,
+              help="Replace each output's low frequencies (colour) by the input's; reports before/after.")
 @click.option("--tile", type=click.IntRange(0), default=None, help="LR tile side, 0 = whole image [384].")
 @click.option("--overlap", type=click.IntRange(0), default=None, help="LR overlap [the model's measured].")
 @click.option("--batch", type=click.IntRange(0), default=None, help="Tiles per call [auto].")

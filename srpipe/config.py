@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from srpipe.errors import ConfigError
+from srpipe.imaging.formats import IMAGE_SUFFIXES
 from srpipe.typed_toml import apply_overrides, from_dict
 
 if sys.version_info >= (3, 11):
@@ -38,7 +39,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
-__all__ = ["DIV2K_RGB_MEAN", "Boundary", "EvaluateConfig", "ExportConfig", "ModelConfig", "Pipeline",
+__all__ = ["DIV2K_RGB_MEAN", "Boundary", "DegradeConfig", "EvaluateConfig", "ExportConfig", "ModelConfig",
+           "Pipeline",
            "PrepareConfig", "ProcessConfig", "TrainConfig", "Weights", "apply_overrides", "find_pipeline",
            "from_dict", "load_pipeline", "pipeline_dirs"]
 
@@ -58,6 +60,9 @@ AT_LEAST_1: Rule = (lambda v: v >= 1, ">= 1")
 ABOVE_0: Rule = (lambda v: _finite(v) and v > 0, "> 0")
 AUTO_OR_SCALE: Rule = (lambda v: v == 0 or v >= 2, "0 (automatic) or an integer >= 2")
 UNIT_OPEN: Rule = (lambda v: 0 <= v < 1, "in [0, 1)")
+STRENGTH: Rule = (lambda v: v is None or v == "auto" or (isinstance(v, float) and 0 <= v <= 1),
+                  "\"auto\" or a number in [0, 1]")
+Strength = float | Literal["auto"] | None  # photo models: None = "auto" with --model photo, else unused
 
 
 _HINTS: dict[type, dict[str, Any]] = {}
@@ -128,6 +133,43 @@ class ModelConfig:
             "rgb_mean": (lambda v: all(_finite(m) and 0 <= m <= 1 for m in v), "three values in [0, 1]")})
 
 
+def _range(lo: float, hi: float) -> Rule:
+    return (lambda v: len(v) == 2 and lo <= v[0] <= v[1] <= hi,
+            f"[low, high] with {lo} <= low <= high <= {hi}")
+
+
+PROBABILITY: Rule = (lambda v: _finite(v) and 0 <= v <= 1, "in [0, 1]")
+
+
+@dataclass(frozen=True)
+class DegradeConfig:
+    """``[train.degrade]``: on-the-fly degradations of training LR patches (docs/train.md, "Photo models").
+
+    Per patch, in this order, each with its probability: Gaussian blur of the HR patch (then the LR is
+    its MATLAB bicubic downscale, made on the fly), Gaussian noise on the LR (σ on the 0-255 scale; luma
+    noise, the same on R, G and B, with ``noise_gray``), JPEG re-encoding of the LR through OpenCV
+    (quality drawn from the range). Stores stay clean; every draw is a pure function of ``(seed, item)``.
+    """
+
+    blur: float = 0.0  # probability of blurring the HR patch before the bicubic
+    blur_sigma: tuple[float, float] = (0.2, 1.2)  # HR pixels
+    noise: float = 0.0  # probability of Gaussian noise
+    noise_sigma: tuple[float, float] = (1.0, 10.0)
+    noise_gray: float = 0.4  # share of noisy patches with luma-only noise
+    jpeg: float = 0.0  # probability of JPEG re-encoding
+    jpeg_quality: tuple[int, int] = (30, 95)
+
+    def __post_init__(self) -> None:
+        check_values(self, "train.degrade", {
+            "blur": PROBABILITY, "noise": PROBABILITY, "noise_gray": PROBABILITY, "jpeg": PROBABILITY,
+            "blur_sigma": _range(0.1, 5.0), "noise_sigma": _range(0.0, 50.0),
+            "jpeg_quality": _range(1, 100)})
+
+    @property
+    def enabled(self) -> bool:
+        return self.blur > 0 or self.noise > 0 or self.jpeg > 0
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """``srpipe train``: the EDSR recipe and its options (docs/train.md explains each).
@@ -141,6 +183,7 @@ class TrainConfig:
     """
 
     model: ModelConfig = field(default_factory=ModelConfig)
+    degrade: DegradeConfig = field(default_factory=DegradeConfig)  # off unless a probability is set
     stores: str = ""  # folder with train.h5/valid.h5; "" = the workspace's stores/
     batch_size: int = 16  # global batch (all processes together)
     patch_size: int = 48  # LR patch side
@@ -218,15 +261,17 @@ class ProcessConfig:
     quality: int = 95  # JPEG/WebP quality (WebP 100 = lossless)
     overwrite: bool = False  # redo files whose output exists (default: skip them)
     ensemble: bool = False  # average the 8 flips/rotations (EDSR+): 8x the compute
-    extensions: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
+    extensions: tuple[str, ...] = IMAGE_SUFFIXES  # input suffixes (any case)
     max_pixels: int = 178_956_970  # per input image (decompression-bomb guard)
     memory_budget: int = 2048  # MiB of image data per file, estimated from its header (infer.budget)
     threads: int = 0  # inference threads; 0 = all cores
     backend: Literal["auto", "onnxruntime", "openvino"] = "auto"  # infer.backends.open_onnx_backend
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # CPU: bf16 (OpenVINO) where the CPU has it
+    strength: Strength = None  # --model photo: 0 = the default model ... 1 = the photo model; "auto"
+    fidelity_fix: bool = False  # replace each output's low frequencies by the input's (photo.fidelity)
 
     def __post_init__(self) -> None:
-        check_values(self, "process", {
+        check_values(self, "process", {"strength": STRENGTH,
             "scale": AUTO_OR_SCALE, "tile": AT_LEAST_0, "overlap": AT_LEAST_0, "batch": AT_LEAST_0,
             "quality": (lambda v: 1 <= v <= 100, "in 1..100"), "max_pixels": AT_LEAST_1,
             "memory_budget": AT_LEAST_1,
@@ -249,13 +294,14 @@ class EvaluateConfig:
     backend: Literal["auto", "onnxruntime", "openvino"] = "auto"  # for ONNX models
     precision: Literal["auto", "fp32", "bf16"] = "fp32"  # fp32: scores comparable across machines
     ensemble: bool = False  # EDSR+ self-ensemble: mean over the 8 flips/rotations
+    strength: Strength = None  # as process: only with the photo model (None = "auto" there)
     weights: Weights = "ema"  # training checkpoints: EMA weights (when present) or the raw weights
     max_pixels: int = 178_956_970
     compare_images: int = 2  # rows in the --compare picture (largest Y-PSNR gains)
     compare_crop: int = 96  # HR pixels per crop side
 
     def __post_init__(self) -> None:
-        check_values(self, "evaluate", {
+        check_values(self, "evaluate", {"strength": STRENGTH,
             "scale": AUTO_OR_SCALE, "shave": (lambda v: v >= -1, ">= 0 (or -1: the scale)"),
             "tile": AT_LEAST_0, "tile_overlap": AT_LEAST_0, "max_pixels": AT_LEAST_1,
             "compare_images": AT_LEAST_0, "compare_crop": AT_LEAST_1})

@@ -18,16 +18,17 @@ import heapq
 import logging
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
 
+from srpipe.batch import IMAGE_SUFFIXES, failure_reason, plan_outputs, walk
 from srpipe.compare import Panel, make_panel, write_compare
 from srpipe.config import EvaluateConfig
 from srpipe.errors import InputError, OutputError, SrpipeError, UsageError
 from srpipe.imaging.color import split_alpha, to_uint8
-from srpipe.imaging.io import IMAGE_SUFFIXES, read_image, write_image
+from srpipe.imaging.io import read_image, write_image
 from srpipe.imaging.resize import imresize, modcrop
 from srpipe.metrics import Scores, score
 from srpipe.progress import ProgressFn, report
@@ -57,6 +58,7 @@ class ImageResult:
     model: Scores
     bicubic: Scores
     seconds: float
+    strength: float | None = None  # the photo model's strength for this image (photo mode only)
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,9 @@ class EvaluationReport:
                      "images": len(self.images)},
             "images": [{"name": r.name, "hr": str(r.hr), "lr": None if r.lr is None else str(r.lr),
                         "width": r.size[0], "height": r.size[1], "seconds": round(r.seconds, 4),
-                        "model": scores(r.model), "bicubic": scores(r.bicubic)} for r in self.images],
+                        "model": scores(r.model), "bicubic": scores(r.bicubic),
+                        **({"strength": r.strength} if r.strength is not None else {})}
+                       for r in self.images],
             "failures": [{"path": str(p), "error": e} for p, e in self.failures],
             "saved_to": None if self.saved_to is None else str(self.saved_to),
             "compare": None if self.compare is None else str(self.compare), "notes": list(self.notes),
@@ -101,21 +105,18 @@ class EvaluationReport:
 
 
 def list_images(folder: Path) -> list[Path]:
-    """Image files directly inside ``folder`` (by suffix), sorted by name."""
+    """Image files directly inside ``folder`` (:func:`srpipe.batch.walk`, not recursive), sorted."""
     if not folder.is_dir():
         raise InputError(f"{folder}: not a folder")
-    try:
-        files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    except OSError as exc:
-        raise InputError(f"{folder}: cannot list the folder: {exc.strerror or exc}") from exc
+    files = [f.path for f in walk(folder, recursive=False).files]
     if not files:
         raise InputError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) found")
     return files
 
 
 def lr_candidates(hr_stem: str, scale: int) -> list[str]:
-    """LR stems tried for an HR stem, in order: ``<stem>x<s>`` (EDSR/DIV2K: ``babyx4``), ``_HR``→``_LR``
-    (SelfExSR/Set14: ``img_001_SRF_4_LR``), then the same stem."""
+    """The LR stems that pair with an HR stem: ``<stem>x<s>`` (EDSR/DIV2K: ``babyx4``), ``_HR``→``_LR``
+    (SelfExSR/Set14: ``img_001_SRF_4_LR``), the same stem."""
     names = [f"{hr_stem}x{scale}"]
     if "_HR" in hr_stem:
         i = hr_stem.rfind("_HR")
@@ -125,32 +126,43 @@ def lr_candidates(hr_stem: str, scale: int) -> list[str]:
 
 
 def find_pairs(hr_dir: Path, lr_dir: Path | None, scale: int) -> list[Pair]:
-    """Pair every HR image with its LR file (rule: :func:`lr_candidates`, any image suffix).
+    """Pair every HR image with the one LR file, of any image format, whose stem is one of
+    :func:`lr_candidates` (``baby.png`` with ``babyx4.jpg``).
 
-    Raises ``InputError`` listing the HR images without a partner; LR files nobody claims are logged.
+    Raises ``InputError`` naming the files when two LR files match one HR image, or one LR file two
+    HR images, and listing the HR images without a partner; LR files nobody claims are logged.
     """
     hrs = list_images(hr_dir)
     if lr_dir is None:
         return [Pair(p.stem, p) for p in hrs]
-    by_stem: dict[str, Path] = {}
+    by_stem: dict[str, list[Path]] = {}
     for p in list_images(lr_dir):
-        if p.stem in by_stem:
-            raise InputError(f"{lr_dir}: two LR files share the name '{p.stem}' "
-                             f"({by_stem[p.stem].name}, {p.name}); keep one")
-        by_stem[p.stem] = p
-    pairs, missing = [], []
+        by_stem.setdefault(p.stem, []).append(p)
+    pairs: list[Pair] = []
+    missing: list[str] = []
+    owner: dict[Path, Path] = {}  # LR file -> the HR image it pairs with
     for hr in hrs:
-        lr = next((by_stem[n] for n in lr_candidates(hr.stem, scale) if n in by_stem), None)
-        (missing.append(hr.name) if lr is None else pairs.append(Pair(hr.stem, hr, lr)))
+        matches = [lr for n in dict.fromkeys(lr_candidates(hr.stem, scale)) for lr in by_stem.get(n, [])]
+        if len(matches) > 1:
+            raise InputError(f"{lr_dir}: {len(matches)} LR files match the HR image {hr.name}: "
+                             f"{', '.join(p.name for p in matches)}; keep one")
+        if not matches:
+            missing.append(hr.name)
+            continue
+        if matches[0] in owner:
+            raise InputError(f"{lr_dir}: the LR file {matches[0].name} matches two HR images: "
+                             f"{owner[matches[0]].name}, {hr.name}; rename one")
+        owner[matches[0]] = hr
+        pairs.append(Pair(hr.stem, hr, matches[0]))
     if missing:
         example = " or ".join(f"{n}.png" for n in lr_candidates(Path(missing[0]).stem, scale))
         raise InputError(f"{lr_dir}: no LR image for {len(missing)} HR image(s): {', '.join(missing[:5])}"
                          f"{' ...' if len(missing) > 5 else ''}; expected e.g. {example} (or omit --lr "
                          "to generate LR with MATLAB bicubic)")
-    unclaimed = set(by_stem.values()) - {p.lr for p in pairs}
+    unclaimed = sorted({p for group in by_stem.values() for p in group} - owner.keys())
     if unclaimed:
         log.warning("%s: %d LR file(s) without an HR partner ignored, e.g. %s", lr_dir, len(unclaimed),
-                    sorted(unclaimed)[0].name)
+                    unclaimed[0].name)
     return pairs
 
 
@@ -216,7 +228,7 @@ def evaluate(
                                  device=cfg.device, tile=cfg.tile,
                                  tile_overlap=cfg.tile_overlap, ensemble=cfg.ensemble,
                                  backend=cfg.backend, precision=cfg.precision,
-                                 use_ema=cfg.weights == "ema")
+                                 use_ema=cfg.weights == "ema", strength=cfg.strength)
     else:
         upscaler = model
     scale = upscaler.scale
@@ -224,6 +236,7 @@ def evaluate(
     pairs = find_pairs(hr_dir, lr_dir, scale)
     _check_outputs(save_dir, compare, [hr_dir] + ([lr_dir] if lr_dir else []))
     bicubic = upscaler if isinstance(upscaler, BicubicUpscaler) else BicubicUpscaler(scale)
+    save_as = plan_outputs([PurePosixPath(p.hr.name) for p in pairs], ".png")  # <stem>.png, never twice
     results: list[ImageResult] = []
     failures: list[tuple[Path, str]] = []
     best: list[tuple[float, int, Panel]] = []  # min-heap of the largest gains
@@ -231,6 +244,7 @@ def evaluate(
         report(progress, "evaluate", i, len(pairs), pair.name)
         try:
             hr, lr = _load_pair(pair, scale, cfg)
+            strength = _choose_strength(upscaler, pair, lr)
             t0 = time.perf_counter()
             sr = upscale_image(upscaler, lr)
             seconds = time.perf_counter() - t0
@@ -238,12 +252,12 @@ def evaluate(
             s_model, s_bic = score(sr, hr, shave=shave), score(bic, hr, shave=shave)
         except (SrpipeError, ValueError) as exc:
             log.error("%s", exc)
-            failures.append((pair.hr, str(exc)))
+            failures.append((pair.hr, failure_reason(exc)))
             continue
         results.append(ImageResult(pair.name, pair.hr, pair.lr, (sr.shape[1], sr.shape[0]), s_model, s_bic,
-                                   seconds))
+                                   seconds, strength))
         if save_dir is not None:
-            write_image(save_dir / f"{pair.name}.png", sr)
+            write_image(save_dir / save_as[i].name, sr)
         if compare is not None and cfg.compare_images > 0:
             panel = make_panel(pair.name, sr=sr, bicubic=bic, hr=hr, crop=cfg.compare_crop, shave=shave,
                                psnr_bicubic=s_bic.psnr_y, psnr_model=s_model.psnr_y)
@@ -259,5 +273,22 @@ def evaluate(
         model=upscaler.name, scale=scale, shave=shave,
         lr_source="files" if lr_dir is not None else f"generated ({cfg.boundary})",
         images=tuple(results), failures=tuple(failures), saved_to=save_dir, compare=written,
-        notes=tuple(getattr(upscaler, "notes", ())),
+        notes=tuple(getattr(upscaler, "notes", ())) + _strength_note(results),
     )
+
+
+def _choose_strength(upscaler: Upscaler, pair: Pair, lr: np.ndarray) -> float | None:
+    """Photo mode: pick this image's strength (from the LR file and pixels, as ``process`` does)."""
+    from srpipe.photo.strength import StrengthUpscaler
+
+    if not isinstance(upscaler, StrengthUpscaler):
+        return None
+    return upscaler.choose(pair.lr, lr).strength
+
+
+def _strength_note(results: list[ImageResult]) -> tuple[str, ...]:
+    used = [r.strength for r in results if r.strength is not None]
+    if not used:
+        return ()
+    counts = {s: used.count(s) for s in sorted(set(used))}
+    return ("photo strength per image: " + ", ".join(f"{s:g} ×{n}" for s, n in counts.items()),)

@@ -160,6 +160,8 @@ def print_process(report: Any) -> None:
     console.print(f"ran on {report.provider}, {tiles}, overlap {report.overlap}"
                   + (" (measured)" if report.overlap_source == "measured" else ""),
                   markup=False, highlight=False, soft_wrap=False)
+    for line in _photo_lines(report):
+        console.print(line, markup=False, highlight=False, soft_wrap=False)
     if report.redone:  # existing outputs made with other settings, model or source
         why = ", ".join(f"{n} {reason}" for reason, n in sorted(report.redone.items()))
         console.print(f"redone {sum(report.redone.values())} existing output(s): {why}", markup=False,
@@ -167,6 +169,25 @@ def print_process(report: Any) -> None:
     for f in report.files:
         if f.status == "failed":
             stderr_console().print(f"failed: {f.input!r}: {f.reason}", markup=False, highlight=False)
+
+
+def _photo_lines(report: Any) -> list[str]:
+    """Fidelity summary (median, worst file) and, in photo mode, the strengths used."""
+    lines = []
+    summary = report.fidelity()
+    if summary is not None:
+        median, worst = summary
+        fixed = report.fidelity_fix
+        after = f" (before the fix: {worst.fidelity_db:.2f})" if fixed else ""
+        worst_db = worst.fidelity_fixed_db if fixed else worst.fidelity_db
+        lines.append(f"fidelity (bicubic back-projection, Y-PSNR{' after --fidelity-fix' if fixed else ''}): "
+                     f"median {median:.2f} dB, worst {worst_db:.2f} dB{after}: {worst.input}")
+    used = [f.strength for f in report.files if f.strength is not None]
+    if report.strength and used:
+        counts = {s: used.count(s) for s in sorted(set(used))}
+        lines.append(f"photo strength {report.strength}: "
+                     + ", ".join(f"{s:g} on {n} file(s)" for s, n in counts.items()))
+    return lines
 
 
 def print_prepare(summary: Any) -> None:

@@ -20,7 +20,7 @@ import numpy as np
 from srpipe.errors import InputError, SrpipeError, UsageError
 from srpipe.imaging.resize import imresize
 from srpipe.infer.backends import BackendChoice, Precision, TorchBackend
-from srpipe.infer.session import Device, find_model
+from srpipe.infer.session import BUNDLED_NAMES, Device, find_model
 from srpipe.infer.upscaler import TiledUpscaler, exact_overlap
 from srpipe.workspace import Workspace
 
@@ -81,7 +81,8 @@ def resolve_device(device: Literal["auto", "cuda", "cpu"] | str) -> str:
 
 def open_upscaler(spec: str | None, *, workspace: Workspace, scale: int = 0, device: str = "auto",
                   tile: int = 0, tile_overlap: int = 0, ensemble: bool = False, use_ema: bool = True,
-                  backend: BackendChoice = "auto", precision: Precision = "fp32") -> Upscaler:
+                  backend: BackendChoice = "auto", precision: Precision = "fp32",
+                  strength: float | str | None = None) -> Upscaler:
     """The upscaler ``spec`` names: ``bicubic``; a model as ``srpipe process`` chooses it (``default``:
     the bundled model of ``scale``; None: ``process``'s automatic choice, the newest workspace export of
     ``scale`` (4 when 0) that is not an install check, else the bundled one; an ``.onnx`` file; see
@@ -91,8 +92,13 @@ def open_upscaler(spec: str | None, *, workspace: Workspace, scale: int = 0, dev
     (ONNX metadata, else measured like export does). ``ensemble``: the 8-fold self-ensemble.
     ``backend`` and ``precision`` choose what runs an ONNX model (``infer.backends.open_onnx_backend``);
     PyTorch models run in fp32.
-    ``use_ema`` False takes a training checkpoint's raw weights instead of its EMA average."""
-    is_onnx = spec is None or spec == "default" or Path(spec).suffix.lower() == ".onnx"
+    ``use_ema`` False takes a training checkpoint's raw weights instead of its EMA average.
+    ``photo``: the bundled photo model blended with the default one at ``strength`` (None = auto:
+    the caller calls ``choose`` per image; ``srpipe.photo.strength``); other models refuse a strength."""
+    if strength is not None and spec != "photo":
+        raise UsageError("--strength needs the photo model (MODEL photo): it blends the bundled default "
+                         "and photo models of the scale")
+    is_onnx = spec is None or spec in BUNDLED_NAMES or Path(spec).suffix.lower() == ".onnx"
     if not use_ema and (spec == "bicubic" or is_onnx):
         raise UsageError(f"{spec or 'an ONNX model'}: raw weights can only be chosen for a training "
                          "checkpoint or run directory")
@@ -102,6 +108,9 @@ def open_upscaler(spec: str | None, *, workspace: Workspace, scale: int = 0, dev
         if ensemble:
             raise UsageError("--ensemble needs a model; bicubic has nothing to ensemble")
         return BicubicUpscaler(scale)
+    if spec == "photo":
+        return _open_photo(workspace=workspace, scale=scale, device=device, tile=tile, overlap=tile_overlap,
+                           ensemble=ensemble, backend=backend, precision=precision, strength=strength)
     if spec is None or is_onnx:
         return _open_onnx(spec, workspace=workspace, scale=scale, device=device, tile=tile,
                           overlap=tile_overlap, ensemble=ensemble, backend=backend, precision=precision)
@@ -123,6 +132,21 @@ def _open_onnx(spec: str | None, *, workspace: Workspace, scale: int, device: st
     if scale and scale != upscaler.scale:
         raise UsageError(f"{path}: the model is x{upscaler.scale} but --scale {scale} was asked for")
     return upscaler
+
+
+def _open_photo(*, workspace: Workspace, scale: int, device: str, tile: int, overlap: int, ensemble: bool,
+                backend: BackendChoice, precision: Precision, strength: float | str | None) -> Upscaler:
+    from srpipe.photo.strength import open_photo
+
+    known = cast(Device, device if device in ("auto", "cuda", "cpu") else "auto")
+
+    def opener(path: Path) -> TiledUpscaler:
+        return TiledUpscaler.open(path, device=known, tile=tile, overlap=overlap, ensemble=ensemble,
+                                  cache_dir=workspace.cache, backend=backend, precision=precision)
+
+    if not scale:
+        log.info("no --scale given: the bundled x4 photo model (as srpipe process and srpipe info choose)")
+    return open_photo(scale, strength, opener=opener, cache_dir=workspace.cache)
 
 
 def _open_torch(path: Path, *, scale: int, device: str, tile: int, overlap: int, ensemble: bool,

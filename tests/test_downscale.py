@@ -1,4 +1,4 @@
-"""``srpipe downscale`` and ``srpipe.imaging.downscale``: files, tree layout, safety, exit codes."""
+"""``srpipe downscale`` and ``srpipe.downscale``: files, tree layout, safety, exit codes."""
 
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ from click.testing import CliRunner
 from conftest import smooth_image
 from PIL import Image as PILImage
 
+from srpipe import downscale as downscale_module
 from srpipe.cli import cli
+from srpipe.downscale import downscale_tree
 from srpipe.errors import InputError, OutputError, SrpipeError, UsageError
-from srpipe.imaging import downscale as downscale_module
-from srpipe.imaging.downscale import downscale_tree
 from srpipe.imaging.resize import imresize, modcrop
 from srpipe.parallel import make_pool
 from srpipe.progress import Progress
@@ -92,12 +92,13 @@ def test_bad_files_are_reported_and_the_rest_written(tmp_path: Path, rng: np.ran
     _save(src / "twin.png", smooth_image(rng, 16, 16, 3))
     result = CliRunner().invoke(cli, ["downscale", str(src), "-s", "4", "-o", str(dst)])
     assert result.exit_code == 1
-    assert "2 written" in result.stdout and "3 failed" in result.stdout
+    assert "3 written" in result.stdout and "2 failed" in result.stdout
     assert f"{src / 'broken.png'}:" in result.stderr
     assert "smaller than the scale 4" in result.stderr
-    assert f"same output {dst / 'twin.png'} as {src / 'twin.jpg'}" in result.stderr
-    assert sorted(p.name for p in dst.iterdir()) == ["good.png", "twin.png"]
-    assert np.array_equal(_load(dst / "twin.png"), imresize(_load(src / "twin.jpg"), 1 / 4))
+    assert "twin" not in result.stderr  # two sources sharing a stem both get an output (docs/downscale.md)
+    assert sorted(p.name for p in dst.iterdir()) == ["good.png", "twin.jpg.png", "twin.png"]
+    assert np.array_equal(_load(dst / "twin.png"), imresize(_load(src / "twin.png"), 1 / 4))
+    assert np.array_equal(_load(dst / "twin.jpg.png"), imresize(_load(src / "twin.jpg"), 1 / 4))
 
 
 def test_worker_processes_give_the_same_files_and_report_in_walk_order(
@@ -115,18 +116,17 @@ def test_worker_processes_give_the_same_files_and_report_in_walk_order(
     for k in range(7):  # more images than in flight at once (2 x workers), so the window refills
         _save(src / f"d{k % 3}" / f"img{k}.png", smooth_image(rng, 19 + k, 23 + 2 * k, 3))
     (src / "d1" / "img3.png").write_bytes(b"not a png")  # an 8th file; fails in a worker
-    _save(src / "d0" / "img0.jpg", smooth_image(rng, 16, 16, 3))  # clashes with d0/img0.png
+    _save(src / "d0" / "img0.jpg", smooth_image(rng, 16, 16, 3))  # d0/img0.jpg.png beside d0/img0.png
     results = {w: downscale_tree(src, tmp_path / f"lr{w}", scale=3, workers=w) for w in (1, 2)}
     one, two = results[1], results[2]
     assert pools == [2]  # workers=1 runs in this process; workers=2 after the first image
     monkeypatch.setattr(downscale_module, "POOL_AFTER_SECONDS", 1.0)
     small = downscale_tree(src, tmp_path / "lr3", scale=3, workers=2)  # ~1 ms an image: not worth a pool
-    assert pools == [2] and len(small.written) == 7
+    assert pools == [2] and len(small.written) == 8
     assert [p.relative_to(tmp_path / "lr2") for p in two.written] == \
         [p.relative_to(tmp_path / "lr1") for p in one.written]
-    assert len(two.written) == 7 and two.megapixels == pytest.approx(one.megapixels)
-    assert [p for p, _ in two.failed] == [p for p, _ in one.failed] == [src / "d0" / "img0.png",
-                                                                       src / "d1" / "img3.png"]
+    assert len(two.written) == 8 and two.megapixels == pytest.approx(one.megapixels)
+    assert [p for p, _ in two.failed] == [p for p, _ in one.failed] == [src / "d1" / "img3.png"]
     assert [r.replace("lr2", "lr1") for _, r in two.failed] == [r for _, r in one.failed]
     for out in one.written:
         assert np.array_equal(_load(out), _load(tmp_path / "lr2" / out.relative_to(tmp_path / "lr1")))

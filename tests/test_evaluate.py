@@ -15,6 +15,7 @@ from conftest import smooth_image
 from srpipe import metrics
 from srpipe.cli import cli
 from srpipe.config import EvaluateConfig, ModelConfig
+from srpipe.errors import InputError
 from srpipe.evaluate import evaluate, find_pairs
 from srpipe.imaging.io import read_image, write_image
 from srpipe.imaging.resize import imresize, modcrop
@@ -115,6 +116,61 @@ def test_lr_pairing_rules_and_errors(tmp_path: Path, hr_dir: Path) -> None:
     result = run("evaluate", "bicubic", "--hr", str(hr_dir), "--lr", str(lr_dir), "--scale", "2")
     assert result.exit_code == 2
     assert "no LR image for 1 HR image(s): b.png" in result.stderr and "bx2.png" in result.stderr
+
+
+def write_lr(lr_dir: Path, hr_dir: Path, names: dict[str, str], scale: int = 2) -> None:
+    """LR files ``names[hr stem]`` made from the HR images the MATLAB way (JPEG at quality 100)."""
+    lr_dir.mkdir(exist_ok=True)
+    for stem, lr_name in names.items():
+        hr = read_image(hr_dir / f"{stem}.png").pixels
+        write_image(lr_dir / lr_name, imresize(modcrop(hr, scale).copy(), 1 / scale), quality=100)
+
+
+def test_jpeg_lr_pairs_with_png_hr_by_every_naming_rule(tmp_path: Path, hr_dir: Path) -> None:
+    (hr_dir / "img_007_SRF_2_HR.png").write_bytes((hr_dir / "a.png").read_bytes())
+    names = {"a": "ax2.{}", "b": "b.{}", "gray": "grayx2.{}", "img_007_SRF_2_HR": "img_007_SRF_2_LR.{}"}
+    write_lr(tmp_path / "png", hr_dir, {k: v.format("png") for k, v in names.items()})
+    write_lr(tmp_path / "jpg", hr_dir, {k: v.format("jpg" if k != "b" else "JPEG") for k, v in names.items()})
+    png, jpg = find_pairs(hr_dir, tmp_path / "png", 2), find_pairs(hr_dir, tmp_path / "jpg", 2)
+    def key(pairs: list) -> list:
+        return [(p.name, p.hr, p.lr and p.lr.stem) for p in pairs]
+
+    assert key(jpg) == key(png) and len(jpg) == 4
+    assert [p.lr.name for p in jpg if p.lr] == ["ax2.jpg", "b.JPEG", "grayx2.jpg", "img_007_SRF_2_LR.jpg"]
+    result = run("evaluate", "bicubic", "--hr", str(hr_dir), "--lr", str(tmp_path / "jpg"), "--scale", "2",
+                 "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert [r["lr"] for r in data["images"]] == [str(p.lr) for p in jpg] and data["failures"] == []
+    assert 20 < data["mean"]["bicubic"]["psnr_y"] < 60
+    (tmp_path / "jpg" / "grayx2.jpg").unlink()  # an HR image without LR: reported as before
+    result = run("evaluate", "bicubic", "--hr", str(hr_dir), "--lr", str(tmp_path / "jpg"), "--scale", "2")
+    assert result.exit_code == 2
+    assert "no LR image for 1 HR image(s): gray.png" in result.stderr and "grayx2.png" in result.stderr
+
+
+@pytest.mark.parametrize("lr_names", [["a.png", "a.jpg"], ["ax2.png", "a.jpg"], ["ax2.jpg", "ax2.webp"]])
+def test_two_lr_files_for_one_hr_image_are_an_error_naming_both(tmp_path: Path, hr_dir: Path,
+                                                                lr_names: list[str]) -> None:
+    write_lr(tmp_path / "lr", hr_dir, {"b": "bx2.png", "gray": "gray.png"})
+    for name in lr_names:
+        write_lr(tmp_path / "lr", hr_dir, {"a": name})
+    result = run("evaluate", "bicubic", "--hr", str(hr_dir), "--lr", str(tmp_path / "lr"), "--scale", "2")
+    assert result.exit_code == 2
+    assert "2 LR files match the HR image a.png" in result.stderr
+    assert all(name in result.stderr for name in lr_names)
+
+
+def test_one_lr_file_for_two_hr_images_is_an_error_and_save_names_never_collide(
+        tmp_path: Path, hr_dir: Path) -> None:
+    write_image(hr_dir / "a.bmp", read_image(hr_dir / "b.png").pixels)  # a second HR image named "a"
+    write_lr(tmp_path / "lr", hr_dir, {"a": "ax2.png", "b": "bx2.png", "gray": "grayx2.png"})
+    with pytest.raises(InputError, match=r"the LR file ax2.png matches two HR images: a.bmp, a.png"):
+        find_pairs(hr_dir, tmp_path / "lr", 2)
+    result = run("evaluate", "bicubic", "--hr", str(hr_dir), "--scale", "2", "--save", str(tmp_path / "sr"))
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "sr").iterdir()) == ["a.bmp.png", "a.png", "b.png", "gray.png"]
+    assert read_image(tmp_path / "sr" / "a.bmp.png").pixels.shape[:2] == (40, 32)  # b's size, modcropped
 
 
 def test_bad_image_is_reported_and_the_rest_scored(tmp_path: Path, hr_dir: Path) -> None:

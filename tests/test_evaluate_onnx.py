@@ -93,7 +93,7 @@ def test_onnx_and_default_errors(tmp_path: Path, exported: tuple[Path, Path], mo
     with pytest.raises(UsageError, match="bicubic has nothing to ensemble"):
         open_upscaler("bicubic", workspace=ws, scale=2, ensemble=True)
     monkeypatch.setattr("srpipe.infer.session.BUNDLED_DIR", tmp_path / "empty")
-    with pytest.raises(ModelNotFoundError, match="no x4 model found"):
+    with pytest.raises(ModelNotFoundError, match="no bundled default model for x4"):
         open_upscaler("default", workspace=ws, scale=4)
 
 

@@ -17,10 +17,10 @@ from click.testing import CliRunner
 from conftest import smooth_image
 from tiny_onnx import tiny_model
 
+from srpipe.batch import walk
 from srpipe.cli import cli
 from srpipe.config import ProcessConfig
 from srpipe.imaging.io import write_image
-from srpipe.infer.files import walk_inputs
 from srpipe.infer.manifest import Settings, read_manifests
 from srpipe.infer.runner import ProcessReport, process
 from srpipe.workspace import Workspace
@@ -219,7 +219,7 @@ def test_concurrent_shards_keep_each_others_entries(tmp_path: Path, rng: np.rand
     assert sum(r.count("ok") for r in reports) == 8 and len(assert_consistent(out)) == 8
     rep = fake_run(src, out, NearestUpscaler())  # unsharded: reads both
     assert rep.count("skipped") == 8
-    assert len(walk_inputs(out, (".png", ".json"))) == 8  # the manifests are hidden from walkers
+    assert len(walk(out, suffixes=(".png", ".json")).files) == 8  # the manifests are hidden from walkers
 
 
 def test_an_output_name_reserved_for_the_manifest_is_refused(tmp_path: Path,

@@ -14,8 +14,13 @@ Contracts:
   A plain ``DataLoader(dataset, ...)`` works too (same items), just slower.
 - The HDF5 file is opened lazily in the process that reads (re-opened after a fork, dropped when pickled
   for spawn), so DataLoader workers never share a handle.
+- With ``degrade`` (a :class:`~srpipe.config.DegradeConfig` that is enabled) each item's LR is degraded
+  after the crop and flip/rot90 (:mod:`srpipe.data.degrade`: blur before the bicubic, noise, JPEG), drawn
+  from ``(seed, i)`` too, so the JPEG block grid sits on the patch as it would on a photo.
 - :class:`ValidationSet` item → ``(name, lr, hr)``: uint8 HWC arrays of a whole image; ``hr`` is the stored
-  HR cropped bottom/right to a multiple of ``scale`` — exactly the image ``lr`` was computed from.
+  HR cropped bottom/right to a multiple of ``scale`` — exactly the image ``lr`` was computed from. With
+  ``degrade``, ``lr`` is degraded the same way (its own stream, keyed by the image index: the same
+  degraded image at every validation).
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import BatchSampler, DataLoader, Dataset
 
+from srpipe.config import DegradeConfig
+from srpipe.data import degrade as deg
 from srpipe.data.store import open_read, open_store, read_table
 from srpipe.errors import StoreError
 
@@ -107,7 +114,7 @@ class PatchDataset(Dataset):
     """Random aligned ``(lr, hr)`` training pairs for one ``scale`` from a ``train.h5`` store."""
 
     def __init__(self, store: Path, *, scale: int, patch_size: int = 48, augment: bool = True,
-                 seed: int = 0, length: int | None = None) -> None:
+                 seed: int = 0, length: int | None = None, degrade: DegradeConfig | None = None) -> None:
         self.info = open_store(Path(store), split="train")
         if scale not in self.info.scales:
             raise StoreError(f"{store}: has scales {list(self.info.scales)}, not x{scale}; "
@@ -121,6 +128,7 @@ class PatchDataset(Dataset):
             raise ValueError(f"length must be positive, got {length}")
         self.scale, self.patch_size, self.augment, self.seed = scale, patch_size, augment, seed
         self.length = length
+        self.degrade = degrade if degrade is not None and degrade.enabled else None
         self._file = _LazyFile(Path(store))
 
     def __len__(self) -> int:
@@ -151,6 +159,8 @@ class PatchDataset(Dataset):
             # One hyperslab read each for LR and HR: h5py's per-call overhead is ~40 µs.
             transform_into(lr_store[k, y : y + p, x : x + p], code, lr[b])
             transform_into(hr_store[k, y * s : (y + p) * s, x * s : (x + p) * s], code, hr[b])
+            if self.degrade is not None:
+                lr[b] = deg.degrade(lr[b], hr[b], scale=s, cfg=self.degrade, seed=self.seed, item=int(i))
         return lr, hr
 
 
@@ -234,12 +244,14 @@ class ValidationSet(Dataset):
     ``name`` is the source's relative path without its extension (e.g. ``DIV2K_valid_HR/0801``).
     """
 
-    def __init__(self, store: Path, *, scale: int) -> None:
+    def __init__(self, store: Path, *, scale: int, degrade: DegradeConfig | None = None,
+                 seed: int = 0) -> None:
         self.info = open_store(Path(store), split="valid")
         if scale not in self.info.scales:
             raise StoreError(f"{store}: has scales {list(self.info.scales)}, not x{scale}; "
                              f"re-run `srpipe prepare --set scales=[...]` including {scale}")
-        self.scale = scale
+        self.scale, self.seed = scale, seed
+        self.degrade = degrade if degrade is not None and degrade.enabled else None
         paths = read_table(Path(store), "sources")["path"]
         self.names = [str(Path(p).with_suffix("").as_posix()) for p in paths]
         self._file = _LazyFile(Path(store))
@@ -254,4 +266,8 @@ class ValidationSet(Dataset):
         hr_store = self._file.get(f"images/{i:06d}/hr")
         h, w = hr_store.shape[:2]
         lr = self._file.get(f"images/{i:06d}/lr_x{s}")[()]
-        return self.names[i], lr, hr_store[: h - h % s, : w - w % s]  # the HR that ``lr`` was made from
+        hr = hr_store[: h - h % s, : w - w % s]  # the HR that ``lr`` was made from
+        if self.degrade is not None:
+            lr = deg.degrade(lr, hr, scale=s, cfg=self.degrade, seed=self.seed, item=i,
+                             stream=deg.VALID_STREAM)
+        return self.names[i], lr, hr

@@ -5,8 +5,9 @@ Two layouts are recognised under ``ROOT``:
 - **DIV2K**: ``ROOT/DIV2K_train_HR/`` (required) and ``ROOT/DIV2K_valid_HR/`` (optional; without it the
   validation images are held out of the training folder as below). Official LR files
   ``ROOT/DIV2K_{train,valid}_LR_bicubic/X{s}/NNNNx{s}.png`` are attached to their HR image when present.
-- **Any folder**: every image file in the tree (extensions :data:`IMAGE_EXTENSIONS`, any case; hidden
-  files and folders skipped). ``valid_count`` images are held out for validation: those whose
+- **Any folder**: every image file in the tree, as :func:`srpipe.batch.walk` finds them (the suffixes
+  of :data:`srpipe.batch.IMAGE_SUFFIXES`, any case; hidden files and folders skipped). ``valid_count``
+  images are held out for validation: those whose
   ``sha256(f"{seed}:{relative path}")`` sorts first. The split depends only on names and the seed, not
   on listing order or file contents, and adding files rarely moves existing ones across the split.
 
@@ -16,14 +17,13 @@ Relative paths are POSIX strings relative to ``ROOT``; they identify a file in t
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from srpipe.batch import IMAGE_SUFFIXES, walk
 from srpipe.errors import InputError
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
 DIV2K_SPLITS = ("train", "valid")
 
 
@@ -46,26 +46,19 @@ class InputSet:
     valid: tuple[Source, ...]
 
 
-def is_image(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
-
-
-def walk_images(folder: Path) -> list[Path]:
-    """Image files under ``folder`` (recursive, symlinks followed for files only), sorted.
+def _images(folder: Path) -> list[Path]:
+    """Image files under ``folder`` (:func:`srpipe.batch.walk`), sorted by relative path; none when
+    ``folder`` does not exist (an optional ``DIV2K_valid_HR``).
 
     Raises ``InputError`` for a folder in the tree that cannot be listed: a store silently missing
     its images would look complete."""
-    def onerror(exc: OSError) -> None:
-        if isinstance(exc, FileNotFoundError):  # an optional folder (DIV2K_valid_HR) that is absent
-            return
-        raise InputError(f"{exc.filename or folder}: cannot list the folder: {exc.strerror or exc}; fix "
-                         "its permissions or move it out of the input folder") from exc
-
-    found: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(folder, onerror=onerror):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        found.extend(Path(dirpath) / n for n in filenames if is_image(Path(n)))
-    return sorted(found)
+    if not folder.is_dir():
+        return []
+    found = walk(folder)
+    for failed in found.unreadable[:1]:
+        raise InputError(f"{failed.source}: {failed.reason}; fix its permissions or move it out of the "
+                         "input folder")
+    return [f.path for f in found.files]
 
 
 def _split_key(rel: str, seed: int) -> str:
@@ -104,16 +97,16 @@ def find_inputs(root: Path, *, scales: tuple[int, ...], valid_count: int, seed: 
         return Source(path=path, rel=path.relative_to(root).as_posix(), official_lr=lr)
 
     if (root / "DIV2K_train_HR").is_dir():
-        train = [source(p, "train") for p in walk_images(root / "DIV2K_train_HR")]
-        valid = [source(p, "valid") for p in walk_images(root / "DIV2K_valid_HR")]
+        train = [source(p, "train") for p in _images(root / "DIV2K_train_HR")]
+        valid = [source(p, "valid") for p in _images(root / "DIV2K_valid_HR")]
         if not train:
-            raise InputError(f"{root / 'DIV2K_train_HR'}: no images found ({', '.join(IMAGE_EXTENSIONS)})")
+            raise InputError(f"{root / 'DIV2K_train_HR'}: no images found ({', '.join(IMAGE_SUFFIXES)})")
         if not valid:  # no official validation split: hold some out of the training folder
             train, valid = _holdout(root, train, valid_count, seed)
         return InputSet(root, "div2k", tuple(train), tuple(valid))
-    images = [source(p, None) for p in walk_images(root)]
+    images = [source(p, None) for p in _images(root)]
     if not images:
-        raise InputError(f"{root}: no images found (looked for {', '.join(IMAGE_EXTENSIONS)} in the tree)")
+        raise InputError(f"{root}: no images found (looked for {', '.join(IMAGE_SUFFIXES)} in the tree)")
     train, valid = _holdout(root, images, valid_count, seed)
     return InputSet(root, "folder", tuple(train), tuple(valid))
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from srpipe.batch import failure_reason
 from srpipe.digest import file_sha256
 from srpipe.errors import SrpipeError
 
@@ -108,9 +109,9 @@ def process_image(task: Task) -> Decoded | Skip:
         digest = file_sha256(task.path)
         image = read_image(task.path, max_pixels=task.max_pixels)
     except SrpipeError as exc:
-        return Skip(task.rel, "unreadable", getattr(exc, "reason", None) or str(exc))
+        return Skip(task.rel, "unreadable", failure_reason(exc, task.path))
     except OSError as exc:
-        return Skip(task.rel, "unreadable", f"cannot read: {exc.strerror or exc}")
+        return Skip(task.rel, "unreadable", f"cannot read: {failure_reason(exc, task.path)}")
     pixels = image.pixels
     h, w = pixels.shape[:2]
     shape = (h, w, 1 if pixels.ndim == 2 else pixels.shape[2])

@@ -51,22 +51,13 @@ from srpipe.errors import (
 )
 from srpipe.imaging.atomic import atomic_path
 from srpipe.imaging.color import to_uint8
+from srpipe.imaging.exiv import file_exif
 from srpipe.imaging.formats import IMAGE_SUFFIXES, SUFFIX_FORMAT
-from srpipe.imaging.metadata import (
-    apply_orientation,
-    exif_of,
-    icc_problem,
-    iptc_of,
-    normalise_exif,
-    parse_orientation,
-    tiff_exif,
-    updated_exif,
-    xmp_of,
-)
+from srpipe.imaging.metadata import apply_orientation, icc_problem, iptc_of, parse_orientation, xmp_of
 from srpipe.imaging.write import write_image
 
 __all__ = ["DEFAULT_MAX_PIXELS", "IMAGE_SUFFIXES", "Image", "Layout", "apply_orientation", "atomic_path",
-           "peek_layout", "read_image", "to_uint8", "updated_exif", "write_image"]
+           "peek_layout", "read_image", "to_uint8", "write_image"]
 
 log = logging.getLogger(__name__)
 
@@ -86,12 +77,13 @@ class Image:
 
     ``pixels``: display-oriented ``H×W`` / ``H×W×3`` / ``H×W×4`` ``uint8`` or ``uint16``, RGB order.
     ``icc``: the ICC profile (only if it matches ``pixels``' colour space). ``exif``: the file's EXIF as
-    ``b"Exif\\0\\0"`` + TIFF structure, unmodified (its Orientation still describes the *file*; use
-    ``updated_exif`` - ``write_image`` does - before storing it with new pixels). ``format``: "png",
-    "jpeg", "webp", "tiff" or "bmp". ``mode``: the file's Pillow mode before conversion ("P", "CMYK",
-    "LA", "I;16", "RGB", ...). ``orientation``: the EXIF orientation that was applied (1 = none).
-    ``xmp``: the file's XMP packet, unmodified (``write_image`` passes it through ``updated_xmp``).
-    ``iptc``: the IPTC-IIM record of a JPEG or TIFF (captions, keywords, copyright), unmodified.
+    ``b"Exif\\0\\0"`` + TIFF structure: the block as stored in a JPEG, PNG or WebP, unmodified; for a
+    TIFF, its descriptive tags and EXIF sub-IFDs as libexiv2 lays them out (``exiv.tiff_exif``). Its
+    Orientation still describes the *file*: ``write_image`` brings it up to date for new pixels.
+    ``format``: "png", "jpeg", "webp", "tiff" or "bmp". ``mode``: the file's Pillow mode before
+    conversion ("P", "CMYK", "LA", "I;16", "RGB", ...). ``orientation``: the EXIF orientation that
+    was applied (1 = none). ``xmp``: the file's XMP packet, unmodified (``write_image`` passes it
+    through ``updated_xmp``). ``iptc``: the IPTC-IIM record of a JPEG or TIFF, unmodified.
     """
 
     pixels: np.ndarray
@@ -225,12 +217,13 @@ def _decode(im: PILImage.Image, path: Path, max_pixels: int) -> Image:
     icc = im.info.get("icc_profile") or None
     mode = im.mode
     if mode in ("RGB", "RGBA", "LA") and ";16" in _rawmode(im):
-        pixels, exif, orientation = _decode_cv2_16bit(im, path, fmt)
+        pixels, chunk = _decode_cv2_16bit(im, path, fmt)
+        exif, orientation = file_exif(im, path, fmt, chunk, upright=fmt == "tiff")  # libtiff rotated it
     else:
         im.load()
         pixels = _pillow_pixels(im, path)
-        exif, orientation = _pillow_exif(im, path, fmt)
-        pixels = apply_orientation(pixels, orientation)
+        exif, orientation = file_exif(im, path, fmt)
+    pixels = apply_orientation(pixels, orientation)
     if icc is not None and (problem := icc_problem(icc, pixels)):
         log.warning("%s: ICC profile dropped: %s", path, problem)
         icc = None
@@ -275,21 +268,8 @@ def _pillow_pixels(im: PILImage.Image, path: Path) -> np.ndarray:
                                       "convert to 8- or 16-bit first")
 
 
-def _pillow_exif(im: PILImage.Image, path: Path, fmt: str) -> tuple[bytes | None, int]:
-    """EXIF bytes to keep and the orientation still to apply (Pillow >= 11 rotates TIFFs itself)."""
-    if fmt == "bmp":
-        return None, 1
-    try:
-        parsed = im.getexif()
-        orientation = parse_orientation(parsed.get(_ORIENTATION))
-        raw = tiff_exif(parsed) if fmt == "tiff" else normalise_exif(im.info.get("exif"))
-    except Exception as exc:  # a corrupt EXIF block must not cost the pixels
-        log.warning("%s: unreadable EXIF dropped (%s)", path, exc)
-        return None, 1
-    return raw, orientation
-
-
-def _decode_cv2_16bit(im: PILImage.Image, path: Path, fmt: str) -> tuple[np.ndarray, bytes | None, int]:
+def _decode_cv2_16bit(im: PILImage.Image, path: Path, fmt: str) -> tuple[np.ndarray, bytes]:
+    """Pixels as stored, and the EXIF chunk OpenCV found (b"" for none)."""
     import cv2
 
     data = np.fromfile(path, dtype=np.uint8)
@@ -301,18 +281,8 @@ def _decode_cv2_16bit(im: PILImage.Image, path: Path, fmt: str) -> tuple[np.ndar
         raise UnsupportedImageError(path, f"16-bit {im.mode} {fmt.upper()} decoded as {arr.dtype} "
                                           f"{arr.shape}; save it as 16-bit RGB(A) PNG")
     pixels = cv2.cvtColor(arr, cv2.COLOR_BGR2RGB if arr.shape[2] == 3 else cv2.COLOR_BGRA2RGBA)
-    if fmt == "tiff":  # libtiff has already applied the TIFF orientation tag
-        return pixels, tiff_exif(im.getexif()), 1
-    exif = next((b"Exif\x00\x00" + c.tobytes() for t, c in zip(types, chunks, strict=True)
-                 if t == cv2.IMAGE_METADATA_EXIF), None)
-    orientation = 1
-    if exif is not None:
-        try:
-            orientation = parse_orientation(exif_of(exif).get(_ORIENTATION))
-        except Exception as exc:
-            log.warning("%s: unreadable EXIF dropped (%s)", path, exc)
-            exif = None
-    return apply_orientation(pixels, orientation), exif, orientation
+    return pixels, next((c.tobytes() for t, c in zip(types, chunks, strict=True)
+                         if t == cv2.IMAGE_METADATA_EXIF), b"")
 
 
 def _unidentified(path: Path) -> SrpipeError:

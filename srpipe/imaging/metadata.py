@@ -1,27 +1,25 @@
-"""Image metadata: EXIF orientation, EXIF and XMP rewriting for new pixels, ICC profile checks, and
-the IPTC-IIM record of JPEG and TIFF. Putting metadata into files whose encoder cannot is
-:mod:`srpipe.imaging.embed`.
+"""Image metadata as read, and what it says: EXIF orientation, ICC profile checks, the XMP packet and
+the IPTC-IIM record of a file, and the XMP values that change with new pixels. Writing metadata into
+outputs, and the EXIF of TIFF sources, go through libexiv2: :mod:`srpipe.imaging.exiv`.
 
 EXIF is handled in one form throughout srpipe: ``b"Exif\\0\\0"`` followed by the TIFF structure (what a
-JPEG APP1 marker holds; PNG and WebP store it without the prefix, the writers strip it). Parsing and
-re-serialising go through Pillow's ``Image.Exif``.
+JPEG APP1 marker holds; PNG and WebP store it without the prefix).
 """
 
 from __future__ import annotations
 
 import re
-import struct
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
 from PIL import Image as PILImage
 from PIL import TiffImagePlugin
 
-# IFD0 tags worth carrying from a TIFF into EXIF elsewhere (the rest describe the TIFF's own layout):
-# ImageDescription, Make, Model, X/YResolution, ResolutionUnit, Software, DateTime, Artist, Copyright
-_TIFF_EXIF_TAGS = (0x010E, 0x010F, 0x0110, 0x011A, 0x011B, 0x0128, 0x0131, 0x0132, 0x013B, 0x8298)
-_EXIF_IFD, _GPS_IFD, _ORIENTATION = 0x8769, 0x8825, 0x0112
+IPTC_TAG = 33723  # TIFF tag of the IPTC-NAA record
+XMP_KEY = "XML:com.adobe.xmp"  # the PNG text keyword for XMP
+_TIFF_NS, _EXIF_NS = "http://ns.adobe.com/tiff/1.0/", "http://ns.adobe.com/exif/1.0/"
+_ORIENTATION = 0x0112
 
 
 def apply_orientation(pixels: np.ndarray, orientation: int) -> np.ndarray:
@@ -39,89 +37,11 @@ def parse_orientation(value: object) -> int:
     return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
-def updated_exif(exif: bytes, width: int, height: int) -> bytes:
-    """``exif`` made true of new, display-oriented pixels of ``width``×``height``.
-
-    Orientation becomes 1 and PixelXDimension/PixelYDimension (ImageWidth/ImageLength in IFD0) take the
-    new size, where those tags are present; bytes come back unchanged (``b"Exif\0\0"`` prefixed)
-    when nothing needs changing. The values are patched in place, so every other byte, maker notes
-    included (many hold offsets into the whole block, which re-serialising would break), stays where
-    it was; the thumbnail (IFD1), which shows the old pixels, is unlinked. EXIF whose structure
-    cannot be walked safely is re-serialised by Pillow instead, which drops the thumbnail too.
-    Raises ``ValueError`` for data that is not EXIF.
-    """
-    data = normalise_exif(exif)
-    if not data or data[6:10] not in (b"II*\x00", b"MM\x00*"):
-        raise ValueError("not EXIF data (no TIFF header)")
-    changes = {0: {_ORIENTATION: 1, 0x0100: width, 0x0101: height},
-               _EXIF_IFD: {0xA002: width, 0xA003: height}}
-    patched = _patched_in_place(data, changes)
-    if patched is not None:
-        return patched
-    parsed = exif_of(data)
-    changed = False
-
-    def put(table: dict[int, object] | PILImage.Exif, tag: int, value: int) -> None:
-        nonlocal changed
-        if tag in table and table[tag] != value:
-            table[tag] = value
-            changed = True
-
-    for tag, value in changes[0].items():
-        put(parsed, tag, value)
-    sub = parsed.get_ifd(_EXIF_IFD)
-    for tag, value in changes[_EXIF_IFD].items():
-        put(sub, tag, value)
-    return parsed.tobytes() if changed else data
-
-
-def _patched_in_place(data: bytes, changes: dict[int, dict[int, int]]) -> bytes | None:
-    """``data`` (``Exif\0\0`` + TIFF) with the SHORT/LONG single values of ``changes`` (per IFD: 0
-    for IFD0, else the tag that points to the sub-IFD) overwritten where present, and IFD1 unlinked
-    when anything changed; None when an IFD or value lies outside the data or is not a plain number."""
-    tiff = bytearray(data[6:])
-    e = "<" if tiff[:2] == b"II" else ">"
-
-    def entries(at: int) -> list[tuple[int, int, int, int]] | None:  # (tag, type, count, entry offset)
-        if at < 8 or at + 2 > len(tiff):
-            return None
-        n = struct.unpack_from(e + "H", tiff, at)[0]
-        if at + 2 + 12 * n + 4 > len(tiff):
-            return None
-        return [(*struct.unpack_from(e + "HHI", tiff, at + 2 + 12 * i), at + 2 + 12 * i) for i in range(n)]
-
-    ifd0 = struct.unpack_from(e + "I", tiff, 4)[0]
-    tables = {0: entries(ifd0)}
-    if tables[0] is None:
-        return None
-    pointers = {tag: at for tag, _typ, _count, at in tables[0]}
-    for group in changes:
-        if group and group in pointers:
-            tables[group] = entries(struct.unpack_from(e + "I", tiff, pointers[group] + 8)[0])
-            if tables[group] is None:
-                return None
-    changed = False
-    for group, table in tables.items():
-        for tag, typ, count, at in table or []:
-            if tag not in changes[group]:
-                continue
-            if typ not in (3, 4) or count != 1:  # not a single SHORT/LONG: leave it to Pillow
-                return None
-            value = changes[group][tag]
-            if struct.unpack_from(e + ("H" if typ == 3 else "I"), tiff, at + 8)[0] == value:
-                continue
-            if typ == 3 and value > 0xFFFF:  # the inline field holds 4 bytes: widen to LONG
-                struct.pack_into(e + "H", tiff, at + 2, 4)
-                typ = 4
-            if typ == 3:
-                struct.pack_into(e + "HH", tiff, at + 8, value, 0)  # left-justified, as TIFF stores it
-            else:
-                struct.pack_into(e + "I", tiff, at + 8, value)
-            changed = True
-    if not changed:
-        return data
-    struct.pack_into(e + "I", tiff, ifd0 + 2 + 12 * len(tables[0]), 0)  # IFD1 (thumbnail): unlinked
-    return data[:6] + bytes(tiff)
+def exif_orientation(exif: bytes) -> int:
+    """The Orientation an EXIF block states (1 where it states none); Pillow's errors propagate."""
+    parsed = PILImage.Exif()
+    parsed.load(exif)
+    return parse_orientation(parsed.get(_ORIENTATION))
 
 
 def normalise_exif(raw: bytes | None) -> bytes | None:
@@ -129,24 +49,6 @@ def normalise_exif(raw: bytes | None) -> bytes | None:
     if not raw:
         return None
     return raw if raw.startswith(b"Exif\x00\x00") else b"Exif\x00\x00" + raw
-
-
-def copy_tiff_tags(parsed: PILImage.Exif, out: Any) -> None:
-    """Put ``parsed``'s descriptive IFD0 tags and its Exif and GPS sub-IFDs into ``out`` (an ``Exif``
-    or a TIFF ``ImageFileDirectory_v2``): the EXIF that belongs in a TIFF's first IFD."""
-    for tag in _TIFF_EXIF_TAGS:
-        if tag in parsed:
-            out[tag] = parsed[tag]
-    for group in (_EXIF_IFD, _GPS_IFD):
-        if sub := parsed.get_ifd(group):
-            out[group] = dict(sub)
-
-
-def tiff_exif(parsed: PILImage.Exif) -> bytes | None:
-    """EXIF for a TIFF source: its descriptive IFD0 tags plus the Exif and GPS sub-IFDs."""
-    out = PILImage.Exif()
-    copy_tiff_tags(parsed, out)
-    return out.tobytes() if len(out) else None
 
 
 def icc_problem(icc: bytes, pixels: np.ndarray) -> str | None:
@@ -163,16 +65,20 @@ def icc_problem(icc: bytes, pixels: np.ndarray) -> str | None:
     return None
 
 
-def exif_of(data: bytes) -> PILImage.Exif:
-    """Parse EXIF bytes (with or without the ``Exif\\0\\0`` prefix); Pillow's errors propagate."""
-    exif = PILImage.Exif()
-    exif.load(data)
-    return exif
-
-
-ICC_TAG, XMP_TAG, IPTC_TAG = 34675, 700, 33723  # TIFF tags: ICC profile, XMP packet, IPTC-NAA record
-XMP_KEY = "XML:com.adobe.xmp"  # the PNG text keyword for XMP
-_TIFF_NS, _EXIF_NS = "http://ns.adobe.com/tiff/1.0/", "http://ns.adobe.com/exif/1.0/"
+def iim_datasets(data: bytes) -> Iterator[tuple[int, int, bytes, int]]:
+    """``(record, dataset, value, end)`` of each complete dataset at the start of an IPTC-IIM record
+    (``end``: where it ends in ``data``), up to the first byte that does not start one or a dataset
+    cut short."""
+    at = 0
+    while at + 5 <= len(data) and data[at] == 0x1C:
+        record, dataset = data[at + 1], data[at + 2]
+        size, at = int.from_bytes(data[at + 3 : at + 5], "big"), at + 5
+        if size & 0x8000:  # extended dataset: the next (size & 0x7FFF) bytes hold the length
+            size, at = int.from_bytes(data[at : at + (size & 0x7FFF)], "big"), at + (size & 0x7FFF)
+        if at + size > len(data):
+            return
+        yield record, dataset, data[at : at + size], at + size
+        at += size
 
 
 def iptc_of(im: PILImage.Image) -> bytes | None:
@@ -190,14 +96,7 @@ def iptc_of(im: PILImage.Image) -> bytes | None:
     if not isinstance(data, bytes):
         return None
     # Whole datasets only: Photoshop pads the record to its LONG count, and a cut one is unusable.
-    end = at = 0
-    while at + 5 <= len(data) and data[at] == 0x1C:
-        size, at = int.from_bytes(data[at + 3 : at + 5], "big"), at + 5
-        if size & 0x8000:  # extended dataset: the next (size & 0x7FFF) bytes hold the length
-            size, at = int.from_bytes(data[at : at + (size & 0x7FFF)], "big"), at + (size & 0x7FFF)
-        if at + size > len(data):
-            break
-        end = at = at + size
+    end = max((end for *_, end in iim_datasets(data)), default=0)
     return data[:end] or None
 
 
@@ -217,7 +116,8 @@ def xmp_of(info: Mapping[Any, Any]) -> bytes | None:
 def updated_xmp(xmp: bytes, width: int, height: int) -> bytes:
     """``xmp`` for new pixels: ``tiff:Orientation`` 1 (pixels are stored upright) and the tiff/exif
     pixel dimensions set where present, as attributes or elements, under whatever prefixes the packet
-    binds to those namespaces; everything else byte for byte. Not UTF-8: returned unchanged."""
+    binds to those namespaces; everything else byte for byte (libexiv2 then stores the packet as
+    given). Not UTF-8: returned unchanged."""
     try:
         text = xmp.decode("utf-8")
     except UnicodeDecodeError:

@@ -1,17 +1,10 @@
-"""Which files ``srpipe process`` reads and exactly where it writes them.
+"""Where exactly ``srpipe process`` writes, and which shard does what.
+
+The inputs are walked and their outputs named by :mod:`srpipe.batch` (``walk``, ``plan_outputs``:
+the mirrored tree, no collisions), over the whole list before sharding, so every shard agrees.
 
 Contracts:
 
-- ``walk_inputs``: a file is taken as given; a folder is walked recursively, in sorted order, keeping
-  names whose suffix (case-insensitive) is in ``extensions``. Hidden files and folders (leading ``.``,
-  which includes our own atomic-write temporaries) are skipped; symlinked folders are not followed
-  (no loops, no escaping the tree); symlinked files are read. A subfolder that cannot be listed is
-  never skipped silently: it is reported with the reason.
-- ``plan_outputs``: the relative tree is mirrored under ``--out``; the suffix is the input's or the
-  requested format's. Names never collide, even on case-insensitive file systems: a file that already
-  has the target suffix keeps its name, another that would clash gets its original suffix kept in the
-  name (``a.jpg`` → ``a.jpg.png`` beside ``a.png``), then a counter if needed. Decided over the whole
-  list before sharding, so every shard agrees.
 - ``shard_of``: a stable hash of the relative path, so shards are disjoint, cover everything, and do
   not move when files are added.
 - ``safe_output_path``: refuses anything that would land outside ``--out`` (``..``, absolute parts,
@@ -29,10 +22,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from srpipe.errors import InputError, OutputError, UsageError
-from srpipe.imaging.atomic import check_writable_folder, listing_errors
+from srpipe.errors import OutputError, UsageError
+from srpipe.imaging.atomic import check_writable_folder
 
-FORMAT_SUFFIX = {"png": ".png", "jpg": ".jpg", "webp": ".webp", "tiff": ".tif"}
+FORMAT_SUFFIX = {"png": ".png", "jpg": ".jpg", "webp": ".webp", "tiff": ".tif"}  # --format; "same": none
 
 
 @dataclass(frozen=True)
@@ -42,53 +35,6 @@ class Job:
     source: Path
     rel: PurePosixPath
     out_rel: PurePosixPath
-
-
-def walk_inputs(root: Path, extensions: tuple[str, ...], *,
-                unreadable: list[tuple[Path, str]] | None = None) -> list[tuple[Path, PurePosixPath]]:
-    """``(path, path relative to root)`` for every input (see the module docstring).
-
-    A subfolder that cannot be listed (permissions, I/O error) is appended to ``unreadable`` as
-    ``(folder, reason)`` and the walk goes on; without that list it raises ``InputError``. ``root``
-    itself unreadable always raises ``InputError``.
-    """
-    if root.is_file():
-        return [(root, PurePosixPath(root.name))]
-    if not root.is_dir():
-        raise InputError(f"{root}: no such file or folder")
-
-    wanted = {e.lower() for e in extensions}
-    found: list[tuple[Path, PurePosixPath]] = []
-    for folder, dirs, files in os.walk(root, onerror=listing_errors(root, unreadable), followlinks=False):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        rel_folder = PurePosixPath(Path(folder).relative_to(root).as_posix())
-        for name in sorted(files):
-            if name.startswith(".") or Path(name).suffix.lower() not in wanted:
-                continue
-            found.append((Path(folder) / name, rel_folder / name))
-    found.sort(key=lambda item: str(item[1]))
-    return found
-
-
-def plan_outputs(rels: list[PurePosixPath], fmt: str) -> list[PurePosixPath]:
-    """Collision-free output paths (relative), one per input, in the same order."""
-    target = FORMAT_SUFFIX.get(fmt)
-    wanted = [r if target is None else r.with_suffix(target) for r in rels]
-    taken: set[str] = set()
-    result: list[PurePosixPath | None] = [None] * len(rels)
-    # Files that already carry the target suffix claim their own name first.
-    order = sorted(range(len(rels)), key=lambda i: (rels[i].suffix != wanted[i].suffix, str(rels[i])))
-    for i in order:
-        candidate = wanted[i]
-        if str(candidate).casefold() in taken and rels[i].suffix.lower() != wanted[i].suffix.lower():
-            candidate = rels[i].with_name(rels[i].name + wanted[i].suffix)
-        n = 2
-        while str(candidate).casefold() in taken:
-            candidate = rels[i].with_name(f"{rels[i].stem}-{n}{wanted[i].suffix}")
-            n += 1
-        taken.add(str(candidate).casefold())
-        result[i] = candidate
-    return [r for r in result if r is not None]
 
 
 def shard_of(rel: PurePosixPath, count: int) -> int:

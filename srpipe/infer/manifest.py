@@ -57,12 +57,13 @@ class Settings:
     ensemble: bool
     quality: int | None  # JPEG/WebP quality; None for lossless outputs
     revision: int = OUTPUT_REVISION
+    variant: str = ""  # photo mode and fidelity fix, e.g. "strength auto, fidelity-fix"; "" = neither
 
     @classmethod
     def current(cls, *, model: str, scale: int, tile: int, overlap: int, ensemble: bool,
-                quality: int) -> Settings:
+                quality: int, variant: str = "") -> Settings:
         """This run's settings; ``model`` is the model file (hashed once, streamed) or a name."""
-        return cls(model_fingerprint(model), scale, tile, overlap, ensemble, quality)
+        return cls(model_fingerprint(model), scale, tile, overlap, ensemble, quality, variant=variant)
 
     def for_output(self, rel: PurePosixPath) -> Settings:
         return self if rel.suffix.lower() in _LOSSY else replace(self, quality=None)
@@ -73,6 +74,8 @@ class Settings:
         for name in ("scale", "tile", "overlap", "quality", "revision"):
             if getattr(old, name) != getattr(self, name):
                 why.append(f"{name} {getattr(old, name)}→{getattr(self, name)}")
+        if old.variant != self.variant:
+            why.append(f"{old.variant or 'plain'}→{self.variant or 'plain'}")
         if old.ensemble != self.ensemble:
             why.append(f"ensemble {'on' if old.ensemble else 'off'}→{'on' if self.ensemble else 'off'}")
         return why

@@ -7,8 +7,9 @@ encoding overlap inference while at most a few images sit in memory. Every file 
 an output made with other settings, model or source is redone; ``overwrite`` redoes all) or ``failed``
 with the reason (corrupt, truncated, unsupported, over the pixel cap, unwritable...); one bad file never
 stops the batch. Writes are atomic (``imaging.io.write_image``), so an existing output is always
-complete and a rerun after a kill simply finishes the job. Paths are checked by ``infer.files``
-(mirrored tree, no collisions, nothing outside ``--out``, never the input).
+complete and a rerun after a kill simply finishes the job. Inputs are walked and their outputs named
+by ``srpipe.batch`` (mirrored tree, no collisions); paths are checked by ``infer.files`` (nothing
+outside ``--out``, never the input).
 """
 
 from __future__ import annotations
@@ -20,31 +21,24 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
+from srpipe.batch import Outcome, Status, failure_reason, plan_outputs, walk
 from srpipe.config import ProcessConfig
-from srpipe.errors import ImageTooLargeError, InputError, SrpipeError, UsageError
+from srpipe.errors import ImageTooLargeError, InputError, UsageError
 from srpipe.imaging.color import to_uint8
 from srpipe.imaging.io import Image, Layout, peek_layout, read_image, write_image
 from srpipe.infer import budget, manifest
-from srpipe.infer.files import (
-    Job,
-    check_roots,
-    plan_outputs,
-    safe_output_path,
-    shard_of,
-    walk_inputs,
-)
-from srpipe.infer.session import find_model
-from srpipe.infer.upscaler import TiledUpscaler
+from srpipe.infer.files import FORMAT_SUFFIX, Job, check_roots, safe_output_path, shard_of
+from srpipe.photo.estimate import Estimate
+from srpipe.photo.run import Engine, check_fidelity, open_for, photo_mode, variant
+from srpipe.photo.strength import StrengthUpscaler
 from srpipe.progress import ProgressFn, report
 from srpipe.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
-Status = Literal["ok", "skipped", "failed"]
 QUEUE_DEPTH = 2  # images waiting on each side of the model: enough to hide I/O, little memory
 _EIGHT_BIT = (".jpg", ".jpeg", ".webp", ".bmp")
 _NO_ALPHA = (".jpg", ".jpeg", ".bmp")
@@ -60,6 +54,11 @@ class FileResult:
     reason: str = ""
     output_megapixels: float = 0.0
     seconds: float = 0.0  # model time for this file
+    fidelity_db: float | None = None  # back-projection consistency of the output (photo.fidelity)
+    fidelity_fixed_db: float | None = None  # the same after --fidelity-fix
+    jpeg_quality: int | None = None  # photo mode: estimated from the file (photo.estimate)
+    noise_sigma: float | None = None  # photo mode: estimated luma noise, 0-255 scale
+    strength: float | None = None  # photo mode: the strength used
 
 
 @dataclass
@@ -80,6 +79,8 @@ class ProcessReport:
     extra_compute: float = 0.0
     oom_retries: int = 0
     redone: dict[str, int] = field(default_factory=dict)  # existing outputs replaced, by reason
+    strength: str = ""  # photo mode: "auto" or the fixed strength; "" otherwise
+    fidelity_fix: bool = False
 
     def count(self, status: Status) -> int:
         return sum(f.status == status for f in self.files)
@@ -92,8 +93,21 @@ class ProcessReport:
     def megapixels_per_second(self) -> float:
         return self.output_megapixels / self.seconds if self.seconds > 0 else 0.0
 
+    def fidelity(self) -> tuple[float, FileResult] | None:
+        """Median back-projection consistency (dB) of the outputs written, and the worst file."""
+        done = [f for f in self.files if f.fidelity_db is not None]
+        if not done:
+            return None
+        key = [float(f.fidelity_fixed_db if f.fidelity_fixed_db is not None else f.fidelity_db or 0.0)
+               for f in done]
+        worst = done[int(np.argmin(key))]
+        return float(np.median(key)), worst
+
     def to_dict(self) -> dict[str, object]:
         data = asdict(self)
+        summary = self.fidelity()
+        if summary is not None:
+            data["fidelity"] = {"median_db": round(summary[0], 3), "worst_file": summary[1].input}
         data.update(ok=self.count("ok"), skipped=self.count("skipped"), failed=self.count("failed"),
                     output_megapixels=round(self.output_megapixels, 3),
                     megapixels_per_second=round(self.megapixels_per_second, 4),
@@ -102,37 +116,36 @@ class ProcessReport:
 
 
 def make_jobs(source: Path, out: Path, cfg: ProcessConfig, shard: tuple[int, int],
-              unreadable: list[tuple[Path, str]] | None = None) -> list[Job]:
+              unreadable: list[Outcome] | None = None) -> list[Job]:
     """All inputs, their collision-free outputs, and this shard's share of them; subfolders that cannot
-    be listed go to ``unreadable`` (see ``walk_inputs``)."""
+    be listed go to ``unreadable`` (see ``srpipe.batch.walk``)."""
     check_roots(source, out)
-    found = walk_inputs(source, cfg.extensions, unreadable=unreadable)
-    if not found and not unreadable:
+    found = walk(source, suffixes=cfg.extensions)
+    if unreadable is not None:
+        unreadable += found.unreadable
+    elif found.unreadable:
+        raise InputError(f"{found.unreadable[0].source}: {found.unreadable[0].reason}")
+    if not found.files and not found.unreadable:
         raise InputError(f"{source}: no images to process (looked for {', '.join(cfg.extensions)}; "
                          "hidden files and folders are skipped)")
-    outs = plan_outputs([rel for _, rel in found], cfg.format)
+    outs = plan_outputs([f.rel for f in found.files], FORMAT_SUFFIX.get(cfg.format))
     k, n = shard
-    return [Job(path, rel, out_rel) for (path, rel), out_rel in zip(found, outs, strict=True)
-            if n == 1 or shard_of(rel, n) == k]
+    return [Job(f.path, f.rel, out_rel) for f, out_rel in zip(found.files, outs, strict=True)
+            if n == 1 or shard_of(f.rel, n) == k]
 
 
 def process(source: Path, out: Path, cfg: ProcessConfig, *, workspace: Workspace,
             model: str | Path | None = None, shard: tuple[int, int] = (0, 1),
-            progress: ProgressFn | None = None, upscaler: TiledUpscaler | None = None) -> ProcessReport:
+            progress: ProgressFn | None = None, upscaler: Engine | None = None) -> ProcessReport:
     """Upscale ``source`` (file or folder) into ``out``; see the module docstring.
 
     ``model``: a file, "default" (bundled), or None (newest workspace export of ``cfg.scale``, then
     bundled). ``upscaler`` replaces the session-backed one (tests, benchmarks).
     """
-    unreadable: list[tuple[Path, str]] = []
+    unreadable: list[Outcome] = []
     jobs = make_jobs(source, out, cfg, shard, unreadable)
     if upscaler is None:
-        path = find_model(cfg.scale, model=model, workspace=workspace)
-        upscaler = TiledUpscaler.open(path, device=cfg.device, threads=cfg.threads, tile=cfg.tile,
-                                      overlap=cfg.overlap, batch=cfg.batch, ensemble=cfg.ensemble,
-                                      cache_dir=workspace.cache, backend=cfg.backend,
-                                      precision=cfg.precision)
-        model_name = str(path)
+        upscaler, model_name = open_for(cfg, model, workspace)
     else:
         model_name = getattr(upscaler, "name", "custom")
     if cfg.scale and upscaler.scale != cfg.scale:
@@ -141,10 +154,11 @@ def process(source: Path, out: Path, cfg: ProcessConfig, *, workspace: Workspace
     rep = ProcessReport(model=model_name, provider=upscaler.provider, scale=upscaler.scale,
                         tile=upscaler.tile, overlap=upscaler.overlap, overlap_source=upscaler.overlap_source,
                         batch=upscaler.batch,
-                        ensemble=upscaler.ensemble, shard=shard)
+                        ensemble=upscaler.ensemble, shard=shard, fidelity_fix=cfg.fidelity_fix,
+                        strength=photo_mode(upscaler))
     start = time.perf_counter()
     _run(jobs, out, cfg, upscaler, rep, progress)
-    rep.files += [FileResult(str(folder), "", "failed", reason) for folder, reason in unreadable]
+    rep.files += [FileResult(str(o.source), "", o.status, o.reason) for o in unreadable]
     rep.seconds = time.perf_counter() - start
     st = upscaler.stats
     rep.extra_compute = st.computed_lr_pixels / st.image_lr_pixels - 1 if st.image_lr_pixels else 0.0
@@ -152,13 +166,14 @@ def process(source: Path, out: Path, cfg: ProcessConfig, *, workspace: Workspace
     return rep
 
 
-def _run(jobs: list[Job], out: Path, cfg: ProcessConfig, upscaler: TiledUpscaler, rep: ProcessReport,
+def _run(jobs: list[Job], out: Path, cfg: ProcessConfig, upscaler: Engine, rep: ProcessReport,
          progress: ProgressFn | None) -> None:
     results: dict[int, FileResult] = {}
     todo: list[tuple[int, Job, Path]] = []
     targets = [out.joinpath(*job.out_rel.parts) for job in jobs]
     settings = manifest.Settings.current(model=rep.model, scale=rep.scale, tile=rep.tile, overlap=rep.overlap,
-                                         ensemble=rep.ensemble, quality=cfg.quality)
+                                         ensemble=rep.ensemble, quality=cfg.quality,
+                                         variant=variant(rep))
     plan = manifest.plan_reruns(jobs, targets, settings, manifest.read_manifests(out),
                                 overwrite=cfg.overwrite)
     book = manifest.ManifestWriter(out, rep.shard, settings, provider=rep.provider)
@@ -172,7 +187,8 @@ def _run(jobs: list[Job], out: Path, cfg: ProcessConfig, upscaler: TiledUpscaler
         else:
             todo.append((i, job, target))
     decoded: queue.Queue[tuple[int, Job, Path, Image | Exception] | None] = queue.Queue(QUEUE_DEPTH)
-    encode: queue.Queue[tuple[int, Job, Path, Image, np.ndarray, float] | None] = queue.Queue(QUEUE_DEPTH)
+    encode: queue.Queue[tuple[int, Job, Path, Image, np.ndarray, float, Estimate | None] | None] = \
+        queue.Queue(QUEUE_DEPTH)
     stop = threading.Event()
     lock = threading.Lock()
 
@@ -206,19 +222,21 @@ def _run(jobs: list[Job], out: Path, cfg: ProcessConfig, upscaler: TiledUpscaler
 
     def writer() -> None:
         while (item := encode.get()) is not None:
-            i, job, target, image, pixels, seconds = item
+            i, job, target, image, pixels, seconds, estimate = item
             cost = budget.encode_bytes(_layout(image.pixels), rep.scale, target.suffix)
             try:
                 path = safe_output_path(out, job.out_rel, job.source)
+                pixels, checked = check_fidelity(pixels, image.pixels, rep.scale, fix=cfg.fidelity_fix,
+                                                 estimate=estimate)
                 if target.suffix.lower() in _EIGHT_BIT and pixels.dtype == np.uint16:
                     pixels = to_uint8(pixels)  # the format holds 8 bits; converting is what was asked
                 write_image(path, pixels, icc=image.icc, exif=image.exif, xmp=image.xmp, iptc=image.iptc,
                             quality=cfg.quality)
                 book.record(job, path)
                 mp = pixels.shape[0] * pixels.shape[1] / 1e6
-                finish(i, FileResult(str(job.source), str(path), "ok", "", mp, seconds))
+                finish(i, FileResult(str(job.source), str(path), "ok", "", mp, seconds, **checked))
             except Exception as exc:
-                finish(i, FileResult(str(job.source), str(target), "failed", _reason(exc)))
+                finish(i, FileResult(str(job.source), str(target), "failed", failure_reason(exc, job.source)))
             finally:
                 del pixels, image, item
                 encoded(cost)
@@ -232,7 +250,8 @@ def _run(jobs: list[Job], out: Path, cfg: ProcessConfig, upscaler: TiledUpscaler
         while (got := decoded.get()) is not None:
             i, job, target, image = got
             if isinstance(image, Exception):
-                finish(i, FileResult(str(job.source), str(target), "failed", _reason(image)))
+                finish(i, FileResult(str(job.source), str(target), "failed",
+                                     failure_reason(image, job.source)))
                 continue
             if image.pixels.ndim == 3 and image.pixels.shape[2] == 4 and target.suffix.lower() in _NO_ALPHA:
                 finish(i, FileResult(str(job.source), str(target), "failed",
@@ -246,14 +265,16 @@ def _run(jobs: list[Job], out: Path, cfg: ProcessConfig, upscaler: TiledUpscaler
                     settle.wait(0.5)
             started = time.perf_counter()
             try:
+                estimate = upscaler.choose(job.source, image.pixels) \
+                    if isinstance(upscaler, StrengthUpscaler) else None
                 pixels = upscaler(image.pixels)
             except Exception as exc:
                 log.debug("upscaling %s failed", job.source, exc_info=True)
-                finish(i, FileResult(str(job.source), str(target), "failed", _reason(exc)))
+                finish(i, FileResult(str(job.source), str(target), "failed", failure_reason(exc, job.source)))
                 continue
             with settle:
                 pending[0] += budget.encode_bytes(layout, upscaler.scale, target.suffix)
-            encode.put((i, job, target, image, pixels, time.perf_counter() - started))
+            encode.put((i, job, target, image, pixels, time.perf_counter() - started, estimate))
             del pixels, image, got
     finally:
         stop.set()
@@ -276,7 +297,7 @@ def _layout(pixels: np.ndarray) -> Layout:
                   pixels.itemsize)
 
 
-def _over_budget(job: Job, target: Path, cfg: ProcessConfig, upscaler: TiledUpscaler) -> Exception | None:
+def _over_budget(job: Job, target: Path, cfg: ProcessConfig, upscaler: Engine) -> Exception | None:
     """The refusal of a file whose estimated memory (``infer.budget``, from its header: instant) is over
     ``cfg.memory_budget``, else None; files over the pixel cap are left to ``read_image``'s message."""
     layout = peek_layout(job.source)
@@ -288,9 +309,3 @@ def _over_budget(job: Job, target: Path, cfg: ProcessConfig, upscaler: TiledUpsc
     return ImageTooLargeError(job.source, budget.over_budget_reason(layout, upscaler.scale, need,
                                                                     cfg.memory_budget))
 
-
-def _reason(exc: BaseException) -> str:
-    """One line for the report: srpipe errors already name the file; others get their type."""
-    if isinstance(exc, SrpipeError):
-        return getattr(exc, "reason", None) or str(exc)
-    return f"{type(exc).__name__}: {exc}"

@@ -62,42 +62,59 @@ def install_check_reason(desc: ModelDescriptor) -> str:
     return f"trained by the install-check pipeline '{recipe.name}'" if recipe.synthetic_images else ""
 
 
+BUNDLED_NAMES = ("default", "photo")  # bundled families: srpipe/models/<name>-x<scale>.onnx
+
+
+def bundled_model(name: str, scale: int) -> Path:
+    """The bundled ``name`` (``default`` or ``photo``) model of ``scale``; ``ModelNotFoundError`` naming
+    the scales that exist otherwise."""
+    path = BUNDLED_DIR / f"{name}-x{scale}.onnx"
+    if path.is_file():
+        return path
+    have = sorted(int(p.stem.rsplit("x", 1)[1]) for p in BUNDLED_DIR.glob(f"{name}-x*.onnx"))
+    raise ModelNotFoundError(f"no bundled {name} model for x{scale}; srpipe ships {name} models for "
+                             f"{', '.join(f'x{s}' for s in have) or 'no scale'}")
+
+
 def find_model(scale: int, *, model: str | Path | None, workspace: Workspace) -> Path:
-    """The model to use: ``model`` itself, ``"default"`` = the bundled one; None (the automatic choice of
-    ``process`` and ``evaluate``) = the newest workspace export of ``scale`` that is not an install
-    check (``install_check_reason``), else the bundled one; the choice and anything passed over are
-    logged. ``ModelNotFoundError`` with what to do otherwise."""
+    """The model to use: ``model`` itself; ``"default"`` / ``"photo"`` = that bundled model of ``scale``
+    (4 when 0); None (the automatic choice of ``process`` and ``evaluate``) = the newest workspace export
+    of ``scale`` that is not an install check (``install_check_reason``), else the bundled default one;
+    the choice and anything passed over are logged. ``ModelNotFoundError`` with what to do otherwise."""
     scale = scale or 4
-    if model is not None and str(model) != "default":
+    if model is not None and str(model) in BUNDLED_NAMES:
+        return bundled_model(str(model), scale)
+    if model is not None:
         path = Path(model)
         if not path.is_file():
             raise InputError(f"{path}: no such model file")
         if path.suffix.lower() in (".pt", ".pth"):
             raise UsageError(f"{path}: is a PyTorch checkpoint; export it first: srpipe export {path}")
         return path
-    searched = [BUNDLED_DIR] if model is not None else [workspace.models, BUNDLED_DIR]
-    for folder in searched:
-        files = sorted(folder.glob("*.onnx"), key=lambda p: p.stat().st_mtime, reverse=True) \
-            if folder.is_dir() else []
-        for path in files:
-            try:
-                desc = describe(path)
-            except InputError as exc:
-                log.warning("skipping %s", exc)
-                continue
-            if desc.scale != scale:
-                continue
-            if folder == BUNDLED_DIR:
-                return path
-            if why := install_check_reason(desc):
-                log.info("not choosing %s: %s (pass --model %s to use it)", path, why, path)
-                continue
-            log.info("using %s: the newest x%d export in %s (--model default: the bundled model)",
-                     path, scale, folder)
-            return path
-    raise ModelNotFoundError(
-        f"no x{scale} model found in {workspace.models} or among the bundled models; pass --model "
-        f"FILE.onnx, or train and export one: srpipe train ... && srpipe export (writes {workspace.models})")
+    folder = workspace.models
+    files = sorted(folder.glob("*.onnx"), key=lambda p: p.stat().st_mtime, reverse=True) \
+        if folder.is_dir() else []
+    for path in files:
+        try:
+            desc = describe(path)
+        except InputError as exc:
+            log.warning("skipping %s", exc)
+            continue
+        if desc.scale != scale:
+            continue
+        if why := install_check_reason(desc):
+            log.info("not choosing %s: %s (pass --model %s to use it)", path, why, path)
+            continue
+        log.info("using %s: the newest x%d export in %s (--model default: the bundled model)",
+                 path, scale, folder)
+        return path
+    try:
+        return bundled_model("default", scale)
+    except ModelNotFoundError:
+        raise ModelNotFoundError(
+            f"no x{scale} model found in {workspace.models} or among the bundled models; pass --model "
+            f"FILE.onnx, or train and export one: srpipe train ... && srpipe export (writes "
+            f"{workspace.models})") from None
 
 
 def probe_input_spec(path: Path, name: str, kind: str, shape: list[object]) -> np.ndarray:

@@ -60,8 +60,10 @@ class Trainer:
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
         self.dataset = PatchDataset(stores / "train.h5", scale=cfg.model.scale, patch_size=cfg.patch_size,
-                                    augment=True, seed=cfg.seed, length=cfg.iterations * cfg.batch_size)
-        self.vset = ValidationSet(stores / "valid.h5", scale=cfg.model.scale) if cfg.val_every else None
+                                    augment=True, seed=cfg.seed, length=cfg.iterations * cfg.batch_size,
+                                    degrade=cfg.degrade)
+        self.vset = ValidationSet(stores / "valid.h5", scale=cfg.model.scale, degrade=cfg.degrade,
+                                  seed=cfg.seed) if cfg.val_every else None
         if self.vset is not None and len(self.vset) == 0:
             raise StoreError(f"{stores / 'valid.h5'}: holds no validation images; re-run `srpipe prepare` "
                              "with valid_count > 0, or set train.val_every = 0")

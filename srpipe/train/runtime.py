@@ -73,6 +73,9 @@ def check_config(cfg: TrainConfig, world_size: int) -> None:
         problems.append("train.grad_clip must be ≥ 0")
     if cfg.early_stop_patience and not cfg.val_every:
         problems.append("train.early_stop_patience needs validation (train.val_every > 0)")
+    if cfg.data_on_device and cfg.degrade.enabled:
+        problems.append("train.data_on_device cannot be combined with [train.degrade]: the loader makes "
+                        "the degradations on the CPU (set data_on_device = false)")
     if problems:
         raise ConfigError("; ".join(problems))
 

@@ -1,0 +1,1 @@
+"""Photo mode: degradation estimates, default↔photo weight interpolation, and the fidelity check."""
