@@ -6,7 +6,7 @@ Run from the repository root (about 2-4 minutes on 2 cores)::
 
 For each bundled model (``srpipe/models/default-x{2,3,4}.onnx``) it prints its parameters and file size,
 MFLOP per *output* pixel (the export's per-LR-pixel count / scale²), then measures on real photos
-(BSD200 481×321 from ../shared, else synthetic) through ``srpipe.infer.runner.process`` with default
+(BSD200 481×321 from ../shared, else synthetic) through ``srpipe.process.process`` with default
 settings (decode, tiles, blend, encode, atomic writes; ONNX Runtime, the provider that really ran is
 printed):
 
@@ -31,9 +31,9 @@ from process_throughput import load, photos
 
 from srpipe.config import ProcessConfig
 from srpipe.contract import MetaKey, describe
-from srpipe.infer.runner import process
 from srpipe.infer.session import BUNDLED_DIR
 from srpipe.infer.upscaler import TiledUpscaler
+from srpipe.process import process
 from srpipe.workspace import Workspace
 
 

@@ -17,10 +17,10 @@ The checks (each one calls the library's own API; none re-implements it):
   the two files; when this fails they are skipped.
 - **ORT CUDA EP + IO binding**: ``TiledUpscaler.open(device="cuda", io_binding=True)`` on a few images:
   output MP/s (first image excluded: cuDNN algorithm choice, arena growth). Parity of the CUDA session
-  against the CPU EP and against itself with IO binding off, on ``export.verification_inputs()``.
+  against the CPU EP and against itself with IO binding off, on ``export_verify.verification_inputs()``.
 - **ORT CUDA fp16 parity**: the fp16 file on the CUDA EP against PyTorch fp32 (CPU) on the same inputs
-  (``export.max_gap``); must be within ``ExportConfig.fp16_atol``. Also its tiled MP/s.
-- **process() on CUDA**: ``srpipe.infer.runner.process`` over a folder of PNGs, ``device="cuda"``:
+  (``export_verify.max_gap``); must be within ``ExportConfig.fp16_atol``. Also its tiled MP/s.
+- **process() on CUDA**: ``srpipe.process.process`` over a folder of PNGs, ``device="cuda"``:
   the report's provider, MP/s (first image's warm-up included) and ok count.
 - **OOM halving, ORT arena**: a CUDA session whose arena is capped with ONNX Runtime's ``gpu_mem_limit``
   (injected into the provider options ``OrtSession`` passes, see ``cuda_arena_limit``) upscales a whole
@@ -510,7 +510,7 @@ def check_export(ctx: Context) -> str:
 
 
 def check_ort_cuda(ctx: Context) -> str:
-    from srpipe.export import verification_inputs
+    from srpipe.export_verify import verification_inputs
     from srpipe.infer.session import OrtSession
     from srpipe.infer.upscaler import TiledUpscaler
 
@@ -546,7 +546,7 @@ def check_ort_cuda(ctx: Context) -> str:
 
 def check_ort_fp16(ctx: Context) -> str:
     from srpipe.config import ExportConfig
-    from srpipe.export import max_gap
+    from srpipe.export_verify import max_gap
     from srpipe.infer.session import OrtSession
     from srpipe.infer.upscaler import TiledUpscaler
 
@@ -566,7 +566,7 @@ def check_process(ctx: Context) -> str:
     from srpipe.config import ProcessConfig
     from srpipe.data.synthetic import synthetic_image
     from srpipe.imaging.io import write_image
-    from srpipe.infer.runner import process
+    from srpipe.process import process
     from srpipe.workspace import Workspace
 
     path = ctx.onnx()
@@ -620,8 +620,8 @@ def check_torch_fp16(ctx: Context) -> str:
     import torch
 
     from srpipe.config import ExportConfig
-    from srpipe.export import verification_inputs
     from srpipe.export_graph import Half, export_graph
+    from srpipe.export_verify import verification_inputs
 
     ctx.need_torch_cuda()
     model = ctx.model()
@@ -647,7 +647,7 @@ def torch_backend(ctx: Context) -> Any:
 
 
 def check_torch_tiled(ctx: Context) -> str:
-    from srpipe.export import max_gap
+    from srpipe.export_verify import max_gap
     from srpipe.infer.upscaler import TiledUpscaler
 
     backend = torch_backend(ctx)

@@ -35,6 +35,7 @@ from torch.utils.data import DataLoader
 
 from srpipe.data import store as st
 from srpipe.data.dataset import PatchDataset, PatchLoader
+from srpipe.data.writer import StoreWriter
 
 SCALES = (2, 3, 4)
 
@@ -46,7 +47,7 @@ def make_store(path: Path, patches: int, chunk: int) -> Path:
     meta = st.StoreMeta("train", SCALES, 480, 240, "mirror", text, digest, "benchmark")
     saved, st.CHUNK_TARGET = st.CHUNK_TARGET, chunk
     try:
-        writer = st.StoreWriter.open(path, meta)
+        writer = StoreWriter.open(path, meta)
         for i in range(0, patches, 16):
             hr = rng.integers(0, 256, (min(16, patches - i), 480, 480, 3), dtype=np.uint8)
             src = writer.add_source(f"synthetic{i}.png", "0" * 64, (480, 480, 3), 8)

@@ -34,10 +34,10 @@ import numpy as np
 
 from srpipe.batch import walk
 from srpipe.config import PrepareConfig
-from srpipe.data.prepare import prepare
 from srpipe.data.work import Task, process_image
 from srpipe.imaging.io import read_image, write_image
 from srpipe.imaging.resize import imresize, modcrop
+from srpipe.prepare import prepare
 
 BSD200 = Path(__file__).resolve().parents[2] / "shared" / "data" / "train" / "BSD200"
 

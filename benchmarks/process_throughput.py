@@ -47,9 +47,9 @@ import torch
 from srpipe.config import ExportConfig
 from srpipe.export import export_model
 from srpipe.imaging.io import read_image, write_image
-from srpipe.infer.session import cpu_threads
 from srpipe.infer.upscaler import TiledUpscaler
 from srpipe.model.edsr import build_model, preset_config
+from srpipe.parallel import usable_cores
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "train" / "BSD200"
 
@@ -98,7 +98,7 @@ class ConvProbe:
             torch.onnx.export(self.model, (self.x,), str(path), dynamo=False, input_names=["x"],
                               opset_version=17)
         so = ort.SessionOptions()
-        so.intra_op_num_threads = cpu_threads()
+        so.intra_op_num_threads = usable_cores()
         self.sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
         self()
 
@@ -183,8 +183,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="interleaved repeats of each comparison")
     ap.add_argument("--skip-24mp", action="store_true", help="skip the 24-megapixel memory run")
     args = ap.parse_args()
-    torch.set_num_threads(cpu_threads())
-    res: dict[str, object] = {"threads": cpu_threads(), "torch": torch.__version__, "load_start": load()}
+    torch.set_num_threads(usable_cores())
+    res: dict[str, object] = {"threads": usable_cores(), "torch": torch.__version__, "load_start": load()}
     work = Path(tempfile.mkdtemp(prefix="srpipe-bench-"))
     torch.manual_seed(0)
     cfg = preset_config("baseline", 4)
@@ -193,27 +193,38 @@ def main() -> None:
     mflop = float(exported.metadata["mflop_per_lr_pixel"])
     files = photos(work / "in", args.images)
     imgs = [read_image(f).pixels for f in files]
-    lr_pixels = sum(im.shape[0] * im.shape[1] for im in imgs)
     res["model"] = {"mflop_per_lr_pixel": mflop, "overlap": exported.receptive.overlap,
                     "images": [list(im.shape) for im in imgs]}
+    useful = mflop * 1e6 * sum(im.shape[0] * im.shape[1] for im in imgs) / 1e9  # GFLOP, whole-image inference
+    res.update(end_to_end(work, exported.path, useful, args.rounds))
+    res["load_after_end_to_end"] = load()
+    res["fidelity"] = fidelity(work, exported.path, imgs)
+    if not args.skip_24mp:
+        res["24mp"] = memory_24mp(work, exported.path, imgs[0])
+    res["load_end"] = load()
+    res["cpu"] = os.uname().machine
+    print(json.dumps(res, indent=2))
 
+
+def end_to_end(work: Path, model: Path, useful: float, rounds: int) -> dict[str, object]:
+    """srpipe process (default and ONNX Runtime backends) against the naive loop, interleaved;
+    ``useful`` = GFLOP of whole-image inference over the photos."""
     cli = [sys.executable, "-m", "srpipe.cli", "--workspace", str(work / "ws"), "process", str(work / "in"),
-           "--model", str(exported.path), "--overwrite"]
+           "--model", str(model), "--overwrite"]
     commands = {"srpipe": [*cli, "--out", str(work / "out")],
                 "srpipe-ort": [*cli, "--out", str(work / "out-ort"), "--backend", "onnxruntime"],
-                "naive": [sys.executable, "-c", NAIVE, str(exported.path), str(work / "in"),
-                          str(work / "out-naive"), str(cpu_threads())]}
+                "naive": [sys.executable, "-c", NAIVE, str(model), str(work / "in"),
+                          str(work / "out-naive"), str(usable_cores())]}
     for cmd in commands.values():  # warm file caches and the overlap cache; not timed
         subprocess.run(cmd, check=True, capture_output=True)
     probe = ConvProbe(work)
     peaks = [probe()]
     times: dict[str, list[float]] = {k: [] for k in commands}
-    for _ in range(args.rounds):
+    for _ in range(rounds):
         for name, cmd in commands.items():
             times[name].append(timed(lambda cmd=cmd: subprocess.run(cmd, check=True, capture_output=True)))
         peaks.append(probe())
     peak = statistics.median(peaks)
-    useful = mflop * 1e6 * lr_pixels / 1e9  # GFLOP of whole-image inference
     rows = {}
     for name, ts in times.items():
         rows[name] = {
@@ -221,40 +232,37 @@ def main() -> None:
             "speedup_vs_naive": round(statistics.median(
                 n / t for n, t in zip(times["naive"], ts, strict=True)), 3),
             "useful_over_conv_peak": round(useful / statistics.median(ts) / peak, 3)}
-    res["conv_peak_gflops"] = [round(p) for p in peaks]
-    res["end_to_end"] = rows
-    res["load_after_end_to_end"] = load()
+    return {"conv_peak_gflops": [round(p) for p in peaks], "end_to_end": rows}
 
-    # 4. fidelity of the default path
-    tiled = TiledUpscaler.open(exported.path, device="cpu", cache_dir=work / "ws" / "cache" / "overlap")
-    whole = TiledUpscaler.open(exported.path, device="cpu", tile=0)
-    ort = TiledUpscaler.open(exported.path, device="cpu", tile=0, backend="onnxruntime")
+
+def fidelity(work: Path, model: Path, imgs: list[np.ndarray]) -> dict[str, object]:
+    """4. fidelity of the default path: tiled vs whole image, default backend vs ONNX Runtime fp32."""
+    tiled = TiledUpscaler.open(model, device="cpu", cache_dir=work / "ws" / "cache" / "overlap")
+    whole = TiledUpscaler.open(model, device="cpu", tile=0)
+    ort = TiledUpscaler.open(model, device="cpu", tile=0, backend="onnxruntime")
     outs = [(tiled(im), whole(im), ort(im)) for im in imgs]
-    res["fidelity"] = {
+    return {
         "backend": tiled.provider, "tile": tiled.tile, "overlap": tiled.overlap,
         "psnr_tiled_vs_whole": round(min(psnr(a, b) for a, b, _ in outs), 2),
         "maxdiff_tiled_vs_whole": int(max(np.abs(a.astype(int) - b).max() for a, b, _ in outs)),
         "psnr_default_vs_ort_fp32": round(min(psnr(b, c) for _, b, c in outs), 2),
         "maxdiff_default_vs_ort_fp32": int(max(np.abs(b.astype(int) - c).max() for _, b, c in outs))}
-    del tiled, whole, ort
 
-    # 5. peak memory of the CLI (all its processes) for a 24-megapixel output
-    if not args.skip_24mp:
-        import cv2
 
-        (work / "big").mkdir()
-        big_img = cv2.resize(imgs[0], (1500, 1000), interpolation=cv2.INTER_CUBIC)
-        write_image(work / "big" / "big.png", big_img)
-        big = [sys.executable, "-m", "srpipe.cli", "--workspace", str(work / "ws"), "process",
-               str(work / "big"), "--model", str(exported.path), "--out", str(work / "big-out")]
-        mem = {}
-        for name, extra in (("default", []), ("onnxruntime", ["--backend", "onnxruntime"])):
-            seconds, peak_mb = run_peak([*big, "--overwrite", *extra])
-            mem[name] = {"seconds": round(seconds, 1), "peak_mb_all_processes": round(peak_mb)}
-        res["24mp"] = {"output": "6000x4000", "output_array_mb": 6000 * 4000 * 3 // 2**20, **mem}
-    res["load_end"] = load()
-    res["cpu"] = os.uname().machine
-    print(json.dumps(res, indent=2))
+def memory_24mp(work: Path, model: Path, img: np.ndarray) -> dict[str, object]:
+    """5. peak memory of the CLI (all its processes) for a 24-megapixel output."""
+    import cv2
+
+    (work / "big").mkdir()
+    big_img = cv2.resize(img, (1500, 1000), interpolation=cv2.INTER_CUBIC)
+    write_image(work / "big" / "big.png", big_img)
+    big = [sys.executable, "-m", "srpipe.cli", "--workspace", str(work / "ws"), "process",
+           str(work / "big"), "--model", str(model), "--out", str(work / "big-out")]
+    mem = {}
+    for name, extra in (("default", []), ("onnxruntime", ["--backend", "onnxruntime"])):
+        seconds, peak_mb = run_peak([*big, "--overwrite", *extra])
+        mem[name] = {"seconds": round(seconds, 1), "peak_mb_all_processes": round(peak_mb)}
+    return {"output": "6000x4000", "output_array_mb": 6000 * 4000 * 3 // 2**20, **mem}
 
 
 if __name__ == "__main__":

@@ -38,10 +38,11 @@ from torch.utils.data import DataLoader
 from srpipe.config import ModelConfig, Pipeline, TrainConfig
 from srpipe.data import store as st
 from srpipe.data.dataset import PatchDataset, PatchLoader
+from srpipe.data.writer import StoreWriter
+from srpipe.hardware import resolve_device
 from srpipe.model.edsr import build_model
 from srpipe.progress import Progress
 from srpipe.train import runtime
-from srpipe.train.distributed import resolve_device
 from srpipe.train.run import train
 from srpipe.workspace import Workspace
 
@@ -51,7 +52,7 @@ def make_store(path: Path, patches: int, scale: int) -> Path:
     rng = np.random.default_rng(0)
     text, digest = st.settings_digest({"benchmark": "train_step", "scale": scale})
     meta = st.StoreMeta("train", (scale,), 480, 240, "mirror", text, digest, "benchmark")
-    writer = st.StoreWriter.open(path, meta)
+    writer = StoreWriter.open(path, meta)
     for i in range(patches):
         small = rng.integers(0, 256, (1, 60, 60, 3), dtype=np.uint8)
         hr = np.repeat(np.repeat(small, 8, axis=1), 8, axis=2)  # blocky but compressible
@@ -78,7 +79,7 @@ def run_srpipe(cfg: TrainConfig, workspace: Path, warmup: int) -> float:
 
 def run_bare(cfg: TrainConfig, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], warmup: int) -> float:
     """Iterations/s of a hand-written loop over ``batches`` (timed after ``warmup`` iterations)."""
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device, 0)
     dtype = runtime.autocast_dtype(cfg, device)
     fmt = torch.channels_last if runtime.use_channels_last(cfg, device) else torch.contiguous_format
     torch.manual_seed(cfg.seed)
@@ -130,7 +131,7 @@ def main() -> None:
                       iterations=total, val_every=0, checkpoint_every=10**9, log_every=100,
                       workers=args.workers, tensorboard=False, device=args.device,  # type: ignore[arg-type]
                       precision=args.precision)  # type: ignore[arg-type]
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device, 0)
     ds = PatchDataset(store, scale=args.scale, patch_size=args.patch, seed=cfg.seed,
                       length=total * args.batch)
     variants: dict[str, Callable[[], float]] = {

@@ -10,8 +10,11 @@ two sources that would share an output name never do (``a.png`` stays ``a.png``,
 
 Safety: nothing is ever written inside ``SRC`` (an ``--out`` inside the source folder, or an output
 that would replace the source file, is refused); existing outputs are skipped unless ``overwrite``.
-A bad file is recorded in ``DownscaleResult.failed`` with the reason and the walk goes on.
+A bad file is recorded in ``DownscaleReport.failed`` with the reason and the walk goes on.
 Work: one process per usable core by default (``workers``); results are reported in walk order.
+
+The stage: :func:`downscale` takes a :class:`~srpipe.config.DownscaleConfig` and returns a
+:class:`DownscaleReport`.
 """
 
 from __future__ import annotations
@@ -25,9 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from srpipe.batch import IMAGE_SUFFIXES, Outcome, failure_reason, plan_outputs, walk
-from srpipe.errors import InputError, OutputError, SrpipeError, UsageError
+from srpipe.config import DownscaleConfig
+from srpipe.errors import InputError, OutputError, SrpipeError
 from srpipe.imaging.atomic import check_writable_folder
-from srpipe.imaging.io import DEFAULT_MAX_PIXELS, read_image, write_image
+from srpipe.imaging.io import read_image, write_image
 from srpipe.imaging.resize import Boundary, imresize, modcrop
 from srpipe.parallel import make_pool, ordered_map, usable_cores
 from srpipe.progress import ProgressFn, report
@@ -39,12 +43,13 @@ POOL_AFTER_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
-class DownscaleResult:
-    """What :func:`downscale_tree` did.
+class DownscaleReport:
+    """What :func:`downscale` did.
 
     ``written``: output files. ``skipped``: ``(source, reason)`` left alone because the output
     exists. ``failed``: ``(source, reason)`` that could not be converted. ``megapixels``: HR
-    megapixels read for the written files; ``seconds``: wall time of the whole call.
+    megapixels read for the written files; ``seconds``: wall time of the whole call; ``out``: the
+    destination asked for (a folder, or the ``.png`` file of a single image).
     """
 
     written: tuple[Path, ...]
@@ -52,21 +57,28 @@ class DownscaleResult:
     failed: tuple[tuple[Path, str], ...]
     megapixels: float
     seconds: float
+    out: Path
 
     @property
     def ok(self) -> bool:
         """True when no file failed (skipped files are not failures)."""
         return not self.failed
 
+    @property
+    def exit_code(self) -> int:
+        """1 when a file failed, else 0 (skipped files are not failures)."""
+        return 0 if self.ok else 1
+
     @classmethod
-    def collect(cls, outcomes: Sequence[Outcome], megapixels: float, seconds: float) -> DownscaleResult:
-        """The result of these per-file outcomes, in their order."""
+    def collect(cls, outcomes: Sequence[Outcome], megapixels: float, seconds: float,
+                out: Path) -> DownscaleReport:
+        """The report of these per-file outcomes, in their order."""
         return cls(tuple(o.output for o in outcomes if o.status == "ok" and o.output is not None),
                    tuple((o.source, o.reason) for o in outcomes if o.status == "skipped"),
                    tuple((o.source, o.reason) for o in outcomes if o.status == "failed"),
-                   megapixels, seconds)
+                   megapixels, seconds, out)
 
-    def as_dict(self) -> dict[str, object]:
+    def to_dict(self) -> dict[str, object]:
         """A JSON-ready view (paths as strings)."""
         return {"written": [str(p) for p in self.written],
                 "skipped": [{"path": str(p), "reason": r} for p, r in self.skipped],
@@ -153,24 +165,20 @@ def _conversions(jobs: list[_Job], workers: int) -> Generator[tuple[float, str |
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def downscale_tree(src: Path, dst: Path, *, scale: int, boundary: Boundary = "mirror",
-                   overwrite: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS, workers: int = 0,
-                   progress: ProgressFn | None = None) -> DownscaleResult:
-    """Write ``modcrop(img, scale)`` shrunk by ``1/scale`` (MATLAB bicubic) for every image under ``src``.
+def downscale(src: Path, dst: Path, cfg: DownscaleConfig, *,
+              progress: ProgressFn | None = None) -> DownscaleReport:
+    """Write ``modcrop(img, cfg.scale)`` shrunk by ``1/cfg.scale`` (MATLAB bicubic) for every image
+    under ``src``.
 
-    Returns a :class:`DownscaleResult`, its lists in ``src`` order; per-file problems (unreadable, too
-    small, unwritable, output exists) are recorded there, never raised. ``workers``: image
-    processes (0 = one per usable core; 1 = all in this process). With more than one, once the images
-    left look like more than ``POOL_AFTER_SECONDS`` of work at the pace of the first ones, a process
-    pool reads, shrinks and writes them while this process keeps the order.
-    Raises ``UsageError`` for ``scale`` < 2 or ``workers`` < 0, the errors of :func:`plan` for
-    an unusable ``src``/``dst``, and ``SrpipeError`` if a worker process dies (outputs already written
-    are complete; a re-run skips them). Reports progress as task ``"downscale"`` (files, HR MP/s).
+    Returns a :class:`DownscaleReport`, its lists in ``src`` order; per-file problems (unreadable, too
+    small, unwritable, output exists and not ``cfg.overwrite``) are recorded there, never raised.
+    ``cfg.workers``: image processes (0 = one per usable core; 1 = all in this process). With more than
+    one, once the images left look like more than ``POOL_AFTER_SECONDS`` of work at the pace of the
+    first ones, a process pool reads, shrinks and writes them while this process keeps the order.
+    Raises the errors of :func:`plan` for an unusable ``src``/``dst``, and ``SrpipeError`` if a worker
+    process dies (outputs already written are complete; a re-run skips them). Reports progress as task
+    ``"downscale"`` (files, HR MP/s). (Bad settings are refused by ``DownscaleConfig`` itself.)
     """
-    if isinstance(scale, bool) or not isinstance(scale, int) or scale < 2:
-        raise UsageError(f"--scale must be an integer >= 2, got {scale!r}")
-    if workers < 0:
-        raise UsageError(f"--workers must be >= 0 (0 = one per CPU core), got {workers}")
     start = time.perf_counter()
     src, dst = Path(src), Path(dst)
     pairs, unreadable = plan(src, dst)
@@ -180,14 +188,14 @@ def downscale_tree(src: Path, dst: Path, *, scale: int, boundary: Boundary = "mi
     for path, out in pairs:
         if root is not None and _inside(out.resolve(), root):
             outcomes.append(Outcome(path, "failed", f"output {out} would be inside the source folder", out))
-        elif out.exists() and not overwrite:
+        elif out.exists() and not cfg.overwrite:
             outcomes.append(Outcome(path, "skipped", f"{out} exists (--overwrite replaces it)", out))
         else:
-            jobs.append((len(outcomes), _Job(path, out, scale, boundary, max_pixels)))
+            jobs.append((len(outcomes), _Job(path, out, cfg.scale, cfg.boundary, cfg.max_pixels)))
             outcomes.append(None)
-    megapixels = _convert_all(jobs, outcomes, workers or usable_cores(), progress, start)
+    megapixels = _convert_all(jobs, outcomes, cfg.workers or usable_cores(), progress, start)
     done = [o for o in outcomes if o is not None]
-    return DownscaleResult.collect([*done, *unreadable], megapixels, time.perf_counter() - start)
+    return DownscaleReport.collect([*done, *unreadable], megapixels, time.perf_counter() - start, dst)
 
 
 def _convert_all(jobs: list[tuple[int, _Job]], outcomes: list[Outcome | None], workers: int,

@@ -7,9 +7,13 @@ through the tiled engine (``srpipe.infer.upscaler``), which quantises once at th
 model as RGB and come back as the channel mean. RGBA loses its alpha and 16-bit images are reduced to
 8 bits, because the papers' protocol is defined on 8-bit images.
 
-LR images come from ``lr_dir`` (paired by name, :func:`find_pairs`) or are generated from the HR
-image with the MATLAB-exact bicubic (modcrop, then ``imresize(hr, 1/s)``), which is how the benchmark
-LR files were made. Scores follow :mod:`srpipe.metrics`; a failing image is reported and skipped.
+LR images come from ``lr_dir`` (paired by name, :func:`srpipe.pairs.find_pairs`) or are generated
+from the HR image with the MATLAB-exact bicubic (modcrop, then ``imresize(hr, 1/s)``), which is how the
+benchmark LR files were made. Scores follow :mod:`srpipe.metrics`; a failing image is reported and
+skipped.
+
+The stage: :func:`evaluate` takes an :class:`~srpipe.config.EvaluateConfig` and returns an
+:class:`EvaluationReport`.
 """
 
 from __future__ import annotations
@@ -23,28 +27,18 @@ from typing import Any
 
 import numpy as np
 
-from srpipe.batch import IMAGE_SUFFIXES, failure_reason, plan_outputs, walk
+from srpipe.batch import IMAGE_SUFFIXES, failure_reason, plan_outputs
 from srpipe.compare import Panel, make_panel, write_compare
 from srpipe.config import EvaluateConfig
-from srpipe.errors import InputError, OutputError, SrpipeError, UsageError
-from srpipe.imaging.color import split_alpha, to_uint8
-from srpipe.imaging.io import read_image, write_image
-from srpipe.imaging.resize import imresize, modcrop
+from srpipe.errors import OutputError, SrpipeError, UsageError
+from srpipe.imaging.io import write_image
 from srpipe.metrics import Scores, score
+from srpipe.pairs import Pair, find_pairs, load_pair
 from srpipe.progress import ProgressFn, report
 from srpipe.upscale import BicubicUpscaler, Upscaler, open_upscaler, upscale_image
 from srpipe.workspace import Workspace
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Pair:
-    """An HR image and its LR partner (``lr`` None: generate it from the HR image)."""
-
-    name: str
-    hr: Path
-    lr: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -83,6 +77,11 @@ class EvaluationReport:
     def bicubic_mean(self) -> Scores | None:
         return Scores.mean([r.bicubic for r in self.images]) if self.images else None
 
+    @property
+    def exit_code(self) -> int:
+        """1 when an image could not be evaluated, else 0."""
+        return 1 if self.failures else 0
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict; an infinite PSNR (identical images) becomes ``null``."""
 
@@ -104,98 +103,6 @@ class EvaluationReport:
         }
 
 
-def list_images(folder: Path) -> list[Path]:
-    """Image files directly inside ``folder`` (:func:`srpipe.batch.walk`, not recursive), sorted."""
-    if not folder.is_dir():
-        raise InputError(f"{folder}: not a folder")
-    files = [f.path for f in walk(folder, recursive=False).files]
-    if not files:
-        raise InputError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) found")
-    return files
-
-
-def lr_candidates(hr_stem: str, scale: int) -> list[str]:
-    """The LR stems that pair with an HR stem: ``<stem>x<s>`` (EDSR/DIV2K: ``babyx4``), ``_HR``→``_LR``
-    (SelfExSR/Set14: ``img_001_SRF_4_LR``), the same stem."""
-    names = [f"{hr_stem}x{scale}"]
-    if "_HR" in hr_stem:
-        i = hr_stem.rfind("_HR")
-        names.append(hr_stem[:i] + "_LR" + hr_stem[i + 3 :])
-    names.append(hr_stem)
-    return names
-
-
-def find_pairs(hr_dir: Path, lr_dir: Path | None, scale: int) -> list[Pair]:
-    """Pair every HR image with the one LR file, of any image format, whose stem is one of
-    :func:`lr_candidates` (``baby.png`` with ``babyx4.jpg``).
-
-    Raises ``InputError`` naming the files when two LR files match one HR image, or one LR file two
-    HR images, and listing the HR images without a partner; LR files nobody claims are logged.
-    """
-    hrs = list_images(hr_dir)
-    if lr_dir is None:
-        return [Pair(p.stem, p) for p in hrs]
-    by_stem: dict[str, list[Path]] = {}
-    for p in list_images(lr_dir):
-        by_stem.setdefault(p.stem, []).append(p)
-    pairs: list[Pair] = []
-    missing: list[str] = []
-    owner: dict[Path, Path] = {}  # LR file -> the HR image it pairs with
-    for hr in hrs:
-        matches = [lr for n in dict.fromkeys(lr_candidates(hr.stem, scale)) for lr in by_stem.get(n, [])]
-        if len(matches) > 1:
-            raise InputError(f"{lr_dir}: {len(matches)} LR files match the HR image {hr.name}: "
-                             f"{', '.join(p.name for p in matches)}; keep one")
-        if not matches:
-            missing.append(hr.name)
-            continue
-        if matches[0] in owner:
-            raise InputError(f"{lr_dir}: the LR file {matches[0].name} matches two HR images: "
-                             f"{owner[matches[0]].name}, {hr.name}; rename one")
-        owner[matches[0]] = hr
-        pairs.append(Pair(hr.stem, hr, matches[0]))
-    if missing:
-        example = " or ".join(f"{n}.png" for n in lr_candidates(Path(missing[0]).stem, scale))
-        raise InputError(f"{lr_dir}: no LR image for {len(missing)} HR image(s): {', '.join(missing[:5])}"
-                         f"{' ...' if len(missing) > 5 else ''}; expected e.g. {example} (or omit --lr "
-                         "to generate LR with MATLAB bicubic)")
-    unclaimed = sorted({p for group in by_stem.values() for p in group} - owner.keys())
-    if unclaimed:
-        log.warning("%s: %d LR file(s) without an HR partner ignored, e.g. %s", lr_dir, len(unclaimed),
-                    unclaimed[0].name)
-    return pairs
-
-
-def to_8bit(pixels: np.ndarray, path: Path) -> np.ndarray:
-    """8-bit gray or RGB for scoring: alpha dropped, 16-bit rounded to 8 (round(x / 257))."""
-    pixels, alpha = split_alpha(pixels)
-    if alpha is not None:
-        log.warning("%s: alpha channel ignored for scoring", path)
-    if pixels.dtype == np.uint16:
-        log.warning("%s: 16-bit image reduced to 8 bits for scoring", path)
-    return to_uint8(pixels)
-
-
-def _load_pair(pair: Pair, scale: int, cfg: EvaluateConfig) -> tuple[np.ndarray, np.ndarray]:
-    """(HR, LR) 8-bit arrays; LR generated or read and checked against HR/scale."""
-    hr = to_8bit(read_image(pair.hr, max_pixels=cfg.max_pixels).pixels, pair.hr)
-    if pair.lr is None:
-        try:
-            hr = np.ascontiguousarray(modcrop(hr, scale))
-        except ValueError as exc:
-            raise InputError(f"{pair.hr}: {exc}") from exc
-        return hr, imresize(hr, 1 / scale, boundary=cfg.boundary)
-    lr = to_8bit(read_image(pair.lr, max_pixels=cfg.max_pixels).pixels, pair.lr)
-    (hh, hw), (lh, lw) = hr.shape[:2], lr.shape[:2]
-    if not (0 <= hh - lh * scale < scale and 0 <= hw - lw * scale < scale):
-        raise InputError(f"{pair.lr}: LR {lw}x{lh} is not HR {hw}x{hh} / {scale} "
-                         f"(expected {hw // scale}x{hh // scale}); wrong --scale or wrong pairing?")
-    if hr.ndim != lr.ndim:
-        kind = "gray" if lr.ndim == 2 else "colour"
-        raise InputError(f"{pair.lr}: LR is {kind} but its HR image {pair.hr.name} is not")
-    return hr, lr
-
-
 def _check_outputs(save_dir: Path | None, compare: Path | None, inputs: list[Path]) -> None:
     if compare is not None and compare.suffix.lower() not in IMAGE_SUFFIXES:
         raise UsageError(f"{compare}: the comparison picture needs an image suffix, e.g. .png")
@@ -209,8 +116,8 @@ def _check_outputs(save_dir: Path | None, compare: Path | None, inputs: list[Pat
 
 
 def evaluate(
-    model: str | Path | Upscaler | None, hr_dir: Path, *, lr_dir: Path | None = None,
-    cfg: EvaluateConfig | None = None, save_dir: Path | None = None, compare: Path | None = None,
+    model: str | Path | Upscaler | None, hr_dir: Path, cfg: EvaluateConfig | None = None, *,
+    lr_dir: Path | None = None, save_dir: Path | None = None, compare: Path | None = None,
     progress: ProgressFn | None = None, workspace: Workspace | None = None,
 ) -> EvaluationReport:
     """Upscale every LR image with ``model`` and bicubic, score both against HR (see module docstring).
@@ -222,15 +129,7 @@ def evaluate(
     ``failures`` and skipped; input-level problems (no images, unpaired files) raise ``SrpipeError``.
     """
     cfg = cfg or EvaluateConfig()
-    if model is None or isinstance(model, (str, Path)):
-        upscaler = open_upscaler(None if model is None else str(model),
-                                 workspace=workspace or Workspace.resolve(), scale=cfg.scale,
-                                 device=cfg.device, tile=cfg.tile,
-                                 tile_overlap=cfg.tile_overlap, ensemble=cfg.ensemble,
-                                 backend=cfg.backend, precision=cfg.precision,
-                                 use_ema=cfg.weights == "ema", strength=cfg.strength)
-    else:
-        upscaler = model
+    upscaler = _open(model, cfg, workspace) if model is None or isinstance(model, (str, Path)) else model
     scale = upscaler.scale
     shave = scale if cfg.shave < 0 else cfg.shave
     pairs = find_pairs(hr_dir, lr_dir, scale)
@@ -243,38 +142,51 @@ def evaluate(
     for i, pair in enumerate(pairs):
         report(progress, "evaluate", i, len(pairs), pair.name)
         try:
-            hr, lr = _load_pair(pair, scale, cfg)
-            strength = _choose_strength(upscaler, pair, lr)
-            t0 = time.perf_counter()
-            sr = upscale_image(upscaler, lr)
-            seconds = time.perf_counter() - t0
-            bic = sr if bicubic is upscaler else upscale_image(bicubic, lr)
-            s_model, s_bic = score(sr, hr, shave=shave), score(bic, hr, shave=shave)
+            result, sr, bic, hr = _score(pair, upscaler, bicubic, scale=scale, shave=shave, cfg=cfg)
         except (SrpipeError, ValueError) as exc:
             log.error("%s", exc)
             failures.append((pair.hr, failure_reason(exc)))
             continue
-        results.append(ImageResult(pair.name, pair.hr, pair.lr, (sr.shape[1], sr.shape[0]), s_model, s_bic,
-                                   seconds, strength))
+        results.append(result)
         if save_dir is not None:
             write_image(save_dir / save_as[i].name, sr)
         if compare is not None and cfg.compare_images > 0:
             panel = make_panel(pair.name, sr=sr, bicubic=bic, hr=hr, crop=cfg.compare_crop, shave=shave,
-                               psnr_bicubic=s_bic.psnr_y, psnr_model=s_model.psnr_y)
+                               psnr_bicubic=result.bicubic.psnr_y, psnr_model=result.model.psnr_y)
             heapq.heappush(best, (panel.gain, -i, panel))
             if len(best) > cfg.compare_images:
                 heapq.heappop(best)
     report(progress, "evaluate", len(pairs), len(pairs), "done")
-    written = None
-    if compare is not None and best:
-        panels = [p for _, _, p in sorted(best, key=lambda t: (-t[0], -t[1]))]
-        written = write_compare(compare, panels, upscaler.name)
+    panels = [p for _, _, p in sorted(best, key=lambda t: (-t[0], -t[1]))]
     return EvaluationReport(
         model=upscaler.name, scale=scale, shave=shave,
         lr_source="files" if lr_dir is not None else f"generated ({cfg.boundary})",
-        images=tuple(results), failures=tuple(failures), saved_to=save_dir, compare=written,
+        images=tuple(results), failures=tuple(failures), saved_to=save_dir,
+        compare=write_compare(compare, panels, upscaler.name) if compare is not None and panels else None,
         notes=tuple(getattr(upscaler, "notes", ())) + _strength_note(results),
     )
+
+
+def _open(model: str | Path | None, cfg: EvaluateConfig, workspace: Workspace | None) -> Upscaler:
+    """The upscaler of a model spec (:func:`srpipe.upscale.open_upscaler`) with ``cfg``'s settings."""
+    return open_upscaler(None if model is None else str(model), workspace=workspace or Workspace.resolve(),
+                         scale=cfg.scale, device=cfg.device, tile=cfg.tile, tile_overlap=cfg.tile_overlap,
+                         ensemble=cfg.ensemble, backend=cfg.backend, precision=cfg.precision,
+                         use_ema=cfg.weights == "ema", strength=cfg.strength)
+
+
+def _score(pair: Pair, upscaler: Upscaler, bicubic: Upscaler, *, scale: int, shave: int,
+           cfg: EvaluateConfig) -> tuple[ImageResult, np.ndarray, np.ndarray, np.ndarray]:
+    """Upscale one pair's LR with the model and bicubic and score both: (result, SR, bicubic, HR)."""
+    hr, lr = load_pair(pair, scale, cfg)
+    strength = _choose_strength(upscaler, pair, lr)
+    t0 = time.perf_counter()
+    sr = upscale_image(upscaler, lr)
+    seconds = time.perf_counter() - t0
+    bic = sr if bicubic is upscaler else upscale_image(bicubic, lr)
+    result = ImageResult(pair.name, pair.hr, pair.lr, (sr.shape[1], sr.shape[0]), score(sr, hr, shave=shave),
+                         score(bic, hr, shave=shave), seconds, strength)
+    return result, sr, bic, hr
 
 
 def _choose_strength(upscaler: Upscaler, pair: Pair, lr: np.ndarray) -> float | None:

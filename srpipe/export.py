@@ -10,9 +10,14 @@ the training pipeline's name with whether it is an install check (``synthetic_im
 smoke recipe): ``infer.session.find_model`` never picks such an export on its own.
 
 Verification before anything is written: ``onnx.checker`` (full), then ONNX Runtime (CPU) against
-PyTorch fp32 on 1×3×17×31 and 2×3×64×48 inputs: max |Δ| must be <= ``atol`` (fp32) or ``fp16_atol``
-(``--fp16``), else ``ExportError``. ``--fp16`` stores half-precision weights and computes in half,
-with fp32 input/output kept by Casts at the boundary. Files are written atomically.
+PyTorch fp32 on 1×3×17×31 and 2×3×64×48 inputs (``srpipe.export_verify``): max |Δ| must be <= ``atol``
+(fp32) or ``fp16_atol`` (``--fp16``), else ``ExportError``. ``--fp16`` stores half-precision weights
+and computes in half, with fp32 input/output kept by Casts at the boundary. Files are written
+atomically.
+
+The stage: :func:`export` takes an :class:`~srpipe.config.ExportConfig` and returns an
+:class:`ExportReport`; the command starts from the run's recorded ``[export]`` table
+(:func:`recorded_config`). :func:`export_model` exports a model already in memory.
 
 What is traced is ``export_graph.export_graph(model)``: the same function with the tail conv moved
 before the last PixelShuffle (8 % faster in ONNX Runtime); verification compares it with the original.
@@ -29,8 +34,6 @@ import hashlib
 import json
 import logging
 import math
-import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,27 +42,28 @@ import numpy as np
 import torch
 from torch import nn
 
-from srpipe import __version__
+from srpipe import __version__, export_verify
 from srpipe.config import ExportConfig, ModelConfig, Pipeline, load_pipeline
-from srpipe.contract import INPUT_NAME, OUTPUT_NAME, MetaKey
+from srpipe.contract import MetaKey
 from srpipe.errors import ExportError, InputError, SrpipeError
 from srpipe.export_graph import Half, TailBeforeShuffle, export_graph, flops_per_lr_pixel, to_onnx_bytes
-from srpipe.infer.receptive import ReceptiveField, measure, test_card
+from srpipe.infer.receptive import ReceptiveField, measure
 from srpipe.model.edsr import count_parameters, receptive_radius
 from srpipe.progress import ProgressFn, report
+from srpipe.train.rundir import latest_run
 from srpipe.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
-VERIFY_SHAPES = ((1, 3, 17, 31), (2, 3, 64, 48))
 # Trainer settings that do not change what the weights are (logistics); left out of the recipe hash.
 _NOT_RECIPE = frozenset({"workers", "log_every", "checkpoint_every", "tensorboard", "device", "stores",
                          "val_every", "val_images", "val_tile"})
 
 
 @dataclass(frozen=True)
-class ExportResult:
-    """What was written and how well it matched PyTorch (``parity`` None = not measurable here)."""
+class ExportReport:
+    """What was written and how well it matched PyTorch (``parity`` None = not measurable here). An
+    export that fails raises instead, so a report always means a verified model was written."""
 
     path: Path
     source: str
@@ -75,26 +79,10 @@ class ExportResult:
                 "precision": self.precision, "parity": self.parity, "parity_note": self.parity_note,
                 "receptive": dataclasses.asdict(self.receptive), "metadata": self.metadata}
 
-    def lines(self) -> list[str]:
-        rf = self.receptive
-        return [f"wrote {self.path} (x{self.scale}, {self.precision}) from {self.source or 'a model'}",
-                f"verified: {self.parity_note}",
-                f"receptive radius: theoretical {rf.theoretical} LR px, measured effective {rf.effective} "
-                f"(< 0.5 codes); recommended tile overlap {rf.overlap} LR px"]
-
-
-def latest_run(workspace: Workspace) -> Path:
-    """The most recently started run (``<pipeline>-<YYYYmmdd-HHMMSS>``; mtime breaks ties)."""
-    runs = [p for p in workspace.runs.iterdir() if p.is_dir()] if workspace.runs.is_dir() else []
-    if not runs:
-        raise InputError(f"no training runs in {workspace.runs}; train one (srpipe train) or pass a run "
-                         "folder or checkpoint file")
-
-    def started(p: Path) -> tuple[str, float]:
-        m = re.search(r"(\d{8}-\d{6})$", p.name)
-        return (m.group(1) if m else "", p.stat().st_mtime)
-
-    return max(runs, key=started)
+    @property
+    def exit_code(self) -> int:
+        """0: a report exists only for a model that was verified and written."""
+        return 0
 
 
 @dataclass(frozen=True)
@@ -134,38 +122,9 @@ def training_record(obj: Any, *, use_ema: bool = True) -> TrainingRecord:
                           weights=weights, valid_psnr=psnr)
 
 
-def verification_inputs() -> list[np.ndarray]:
-    """The NCHW test-card batches of ``VERIFY_SHAPES`` (odd sizes, batch 2 checks the dynamic batch)."""
-    return [np.stack([test_card(h, w, seed=10 * i + j).transpose(2, 0, 1) for j in range(n)])
-            for i, (n, _, h, w) in enumerate(VERIFY_SHAPES)]
-
-
-def max_gap(run: Callable[[np.ndarray], np.ndarray], reference: nn.Module) -> float:
-    """max |run(x) − reference(x)| over ``verification_inputs()``; shapes must agree."""
-    worst = 0.0
-    for x in verification_inputs():
-        with torch.no_grad():
-            ref = reference(torch.from_numpy(x)).numpy()
-        got = run(x)
-        if got.shape != ref.shape:
-            raise ExportError(f"output shape {got.shape} differs from PyTorch's {ref.shape} for {x.shape}")
-        worst = max(worst, float(np.abs(got - ref).max()))
-    return worst
-
-
-def verify(data: bytes, reference: nn.Module) -> float:
-    """max |ONNX Runtime (CPU) − PyTorch fp32|; raises what ONNX Runtime raises if it cannot run it."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
-    return max_gap(lambda x: sess.run([OUTPUT_NAME], {INPUT_NAME: x})[0], reference)
-
-
 def export_model(model: nn.Module, model_config: ModelConfig, out: Path, cfg: ExportConfig, *,
                  source: str = "", record: TrainingRecord | None = None, pipeline: Pipeline | None = None,
-                 progress: ProgressFn | None = None) -> ExportResult:
+                 progress: ProgressFn | None = None) -> ExportReport:
     """Measure, export, verify and atomically write ``model`` (any EDSR in eval mode) to ``out``."""
     import onnx
 
@@ -194,7 +153,7 @@ def export_model(model: nn.Module, model_config: ModelConfig, out: Path, cfg: Ex
     except onnx.checker.ValidationError as exc:
         raise ExportError(f"the exported graph fails onnx.checker: {exc}") from exc
     report(progress, "export", 2, 4, "verifying against PyTorch")
-    parity, note = _parity(data, model, cfg)
+    parity, note = export_verify.parity(data, model, cfg)
     meta = {
         MetaKey.SCALE: model_config.scale, MetaKey.ARCH: model_config.arch,
         MetaKey.BLOCKS: model_config.n_resblocks, MetaKey.FEATS: model_config.n_feats,
@@ -219,48 +178,9 @@ def export_model(model: nn.Module, model_config: ModelConfig, out: Path, cfg: Ex
     with atomic_path(out) as tmp:
         tmp.write_bytes(proto.SerializeToString())
     report(progress, "export", 4, 4, "done")
-    return ExportResult(path=out, source=source, scale=model_config.scale,
+    return ExportReport(path=out, source=source, scale=model_config.scale,
                         precision=metadata[MetaKey.PRECISION], parity=parity, parity_note=note,
                         receptive=rf, metadata=metadata)
-
-
-def _parity(data: bytes, model: nn.Module, cfg: ExportConfig) -> tuple[float | None, str]:
-    """Check ONNX Runtime against PyTorch fp32; returns (max |Δ| or None, a sentence saying what it is)."""
-    if not cfg.fp16:
-        parity = verify(data, model)
-        if parity > cfg.atol:
-            raise ExportError(f"ONNX Runtime and PyTorch disagree: max |Δ| = {parity:.3g} > {cfg.atol:g} on "
-                              f"{VERIFY_SHAPES}; nothing was written")
-        return parity, f"fp32: max |ONNX Runtime - PyTorch| = {parity:.2g} (limit {cfg.atol:g})"
-    half = Half(copy.deepcopy(model))
-
-    def run_half(x: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return half(torch.from_numpy(x)).numpy()
-
-    try:  # PyTorch rounds every activation to fp16 between layers, as a GPU fp16 run does
-        torch_gap: float | None = max_gap(run_half, model)
-    except RuntimeError as exc:
-        log.info("PyTorch cannot run fp16 on this CPU: %s", exc)
-        torch_gap = None
-    try:
-        ort_gap: float | None = verify(data, model)
-    except ExportError:
-        raise
-    except Exception as exc:  # an EP without fp16 kernels: say so rather than invent a figure
-        log.warning("the fp16 model cannot run on this machine's ONNX Runtime CPU provider: %s", exc)
-        ort_gap = None
-    worst = max((g for g in (ort_gap, torch_gap) if g is not None), default=None)
-    if worst is not None and worst > cfg.fp16_atol:
-        raise ExportError(f"fp16 differs from PyTorch fp32 by max |Δ| = {worst:.3g} > {cfg.fp16_atol:g}; "
-                          "nothing was written (export fp32 instead)")
-    ort_text = "not measurable on this machine" if ort_gap is None else f"{ort_gap:.2g}"
-    torch_text = "not measurable on this machine" if torch_gap is None else f"{torch_gap:.2g}"
-    # ORT's CPU provider has no fp16 Conv: it inserts Casts and computes in fp32 (fp16 weights only).
-    note = (f"fp16: max |Δ| vs PyTorch fp32: ONNX Runtime CPU {ort_text} (fp16 weights, fp32 arithmetic: "
-            f"the CPU provider casts up), PyTorch fp16 arithmetic {torch_text}; limit {cfg.fp16_atol:g}; "
-            "on-GPU parity not measured here")
-    return worst, note
 
 
 def default_output(workspace: Workspace, checkpoint: Path, scale: int, fp16: bool) -> Path:
@@ -271,12 +191,38 @@ def default_output(workspace: Workspace, checkpoint: Path, scale: int, fp16: boo
     return workspace.models / f"{name}{'-fp16' if fp16 else ''}.onnx"
 
 
-def export_checkpoint(source: Path | None, *, workspace: Workspace, out: Path | None, cfg: ExportConfig,
-                      progress: ProgressFn | None = None) -> ExportResult:
-    """``srpipe export [RUN|CHECKPOINT]``: ``source`` None = the best checkpoint of the latest run."""
-    from srpipe.model.checkpoint import model_from, read_file, resolve_checkpoint
+def find_checkpoint(source: Path | None, workspace: Workspace) -> Path:
+    """The checkpoint file ``srpipe export [RUN|CHECKPOINT]`` exports: ``source`` None = the best
+    checkpoint of the latest run (``train.rundir.latest_run``; one that has saved none yet is an error,
+    not an older run's export)."""
+    from srpipe.model.checkpoint import resolve_checkpoint
 
-    file = resolve_checkpoint(source if source is not None else latest_run(workspace))
+    if source is None and (source := latest_run(workspace.runs)) is None:
+        raise InputError(f"no training runs in {workspace.runs}; train one (srpipe train) or pass a run "
+                         "folder or checkpoint file")
+    return resolve_checkpoint(source)
+
+
+def recorded_config(source: Path | None, workspace: Workspace) -> ExportConfig:
+    """The ``[export]`` table recorded with the training run of ``source`` (its ``config.toml``), or the
+    defaults for a checkpoint outside a run folder: what ``srpipe export`` starts from."""
+    config = _run_config(find_checkpoint(source, workspace))
+    if config is None:
+        return ExportConfig()
+    try:
+        return load_pipeline(config).export
+    except SrpipeError as exc:
+        log.warning("%s: cannot read its [export] table, using the defaults: %s", config, exc)
+        return ExportConfig()
+
+
+def export(source: Path | None, cfg: ExportConfig, *, workspace: Workspace, out: Path | None = None,
+           progress: ProgressFn | None = None) -> ExportReport:
+    """``srpipe export [RUN|CHECKPOINT]``: export the checkpoint :func:`find_checkpoint` picks with
+    ``cfg`` to ``out`` (default: :func:`default_output`)."""
+    from srpipe.model.checkpoint import model_from, read_file
+
+    file = find_checkpoint(source, workspace)
     obj = read_file(file)  # once: a large checkpoint takes seconds to read
     model, model_config = model_from(obj, file, use_ema=cfg.weights == "ema")  # in eval mode
     record = training_record(obj, use_ema=cfg.weights == "ema")  # empty for EDSR-PyTorch/BasicSR files
@@ -289,11 +235,17 @@ def export_checkpoint(source: Path | None, *, workspace: Workspace, out: Path | 
 def run_pipeline(checkpoint: Path) -> Pipeline | None:
     """The resolved pipeline of the training run ``checkpoint`` belongs to (``<run>/config.toml``), or
     None for a checkpoint outside a run folder or a run without a readable config."""
-    config = checkpoint.parents[1] / "config.toml" if checkpoint.parent.name == "checkpoints" else None
-    if config is None or not config.is_file():
+    config = _run_config(checkpoint)
+    if config is None:
         return None
     try:
         return load_pipeline(config)
     except SrpipeError as exc:
         log.warning("%s: the run's recipe is not recorded in the model: %s", checkpoint, exc)
         return None
+
+
+def _run_config(checkpoint: Path) -> Path | None:
+    """``<run>/config.toml`` of the run folder holding ``checkpoint``, when there is one."""
+    config = checkpoint.parents[1] / "config.toml" if checkpoint.parent.name == "checkpoints" else None
+    return config if config is not None and config.is_file() else None

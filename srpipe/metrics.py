@@ -13,9 +13,7 @@ The protocol of the EDSR authors' MATLAB evaluation (``LimBee/NTIRE2017 demo/eva
    normalised), K1 0.01, K2 0.03, L 255, 'valid' filtering (no padding); RGB SSIM is the mean over
    the three channels.
 
-Dataset figures are the mean of per-image values. The torch functions implement the same protocol
-batched (float64 inside) for validation during training; they quantise their [0, 1] float inputs to
-8-bit levels as saving the image would, so they agree with the numpy functions on the same data.
+Dataset figures are the mean of per-image values.
 """
 
 from __future__ import annotations
@@ -23,21 +21,15 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from srpipe.imaging.color import rgb_to_y_uint8
 
-if TYPE_CHECKING:
-    import torch
-
 WINDOW = 11
 SIGMA = 1.5
 K1, K2, PEAK = 0.01, 0.03, 255.0
 C1, C2 = (K1 * PEAK) ** 2, (K2 * PEAK) ** 2
-# As srpipe.imaging.color.rgb_to_y computes them (MATLAB's order), so torch and numpy agree to the bit.
-Y_COEFFS = ((1 / 255) * 65.481, (1 / 255) * 128.553, (1 / 255) * 24.966)
 
 
 @dataclass(frozen=True)
@@ -136,59 +128,3 @@ def score(sr: np.ndarray, hr: np.ndarray, *, shave: int) -> Scores:
     sr_y, hr_y = to_y(sr_c), to_y(hr_c)
     return Scores(psnr_y=psnr(sr_y, hr_y), ssim_y=ssim(sr_y, hr_y), psnr_rgb=psnr(sr_c, hr_c),
                   ssim_rgb=ssim(sr_c, hr_c))
-
-
-# ---- batched torch versions (validation during training) ----
-
-
-def quantize(x: torch.Tensor) -> torch.Tensor:
-    """[0, 1] float → float64 tensor of 8-bit levels exactly as saving does
-    (``srpipe.imaging.color.from_rgb_float``: float32 clamp, ×255 in float32, round half to even)."""
-    return (x.detach().float().clamp(0, 1) * 255).round().double()
-
-
-def _y_torch(levels: torch.Tensor) -> torch.Tensor:
-    """N×C×H×W levels → N×1×H×W Y levels (rounded MATLAB Y for C = 3, the channel itself for C = 1)."""
-    if levels.shape[1] == 1:
-        return levels
-    if levels.shape[1] != 3:
-        raise ValueError(f"expected 1 or 3 channels, got {levels.shape[1]}")
-    r, g, b = levels[:, 0:1], levels[:, 1:2], levels[:, 2:3]
-    return (Y_COEFFS[0] * r + Y_COEFFS[1] * g + Y_COEFFS[2] * b + 16.0 + 0.5).floor()
-
-
-def _aligned_y(sr: torch.Tensor, hr: torch.Tensor, shave: int) -> tuple[torch.Tensor, torch.Tensor]:
-    if sr.ndim != 4 or hr.ndim != 4 or sr.shape[:2] != hr.shape[:2]:
-        raise ValueError(f"expected N×C×H×W batches of equal N and C, got {tuple(sr.shape)} and "
-                         f"{tuple(hr.shape)}")
-    h, w = sr.shape[-2:]
-    if hr.shape[-2] < h or hr.shape[-1] < w or h <= 2 * shave or w <= 2 * shave:
-        raise ValueError(f"cannot align SR {tuple(sr.shape)} with HR {tuple(hr.shape)} shaving {shave}")
-    sr_y, hr_y = _y_torch(quantize(sr)), _y_torch(quantize(hr[..., :h, :w]))
-    return sr_y[..., shave : h - shave, shave : w - shave], hr_y[..., shave : h - shave, shave : w - shave]
-
-
-def psnr_y_torch(sr: torch.Tensor, hr: torch.Tensor, *, shave: int) -> torch.Tensor:
-    """Per-image Y-PSNR (N,) float64 of N×C×H×W [0, 1] batches; HR may be larger (cropped)."""
-    sr_y, hr_y = _aligned_y(sr, hr, shave)
-    mse = ((sr_y - hr_y) ** 2).mean(dim=(1, 2, 3))
-    return 10 * (PEAK * PEAK / mse).log10()  # mse 0 → inf, as in the numpy version
-
-
-def ssim_y_torch(sr: torch.Tensor, hr: torch.Tensor, *, shave: int) -> torch.Tensor:
-    """Per-image Y-SSIM (N,) float64 of N×C×H×W [0, 1] batches (same protocol as :func:`ssim`)."""
-    import torch.nn.functional as F
-
-    x, y = _aligned_y(sr, hr, shave)
-    if min(x.shape[-2:]) < WINDOW:
-        raise ValueError(f"SSIM needs at least {WINDOW}x{WINDOW} pixels after shaving, got {tuple(x.shape)}")
-    g = x.new_tensor(gaussian_1d())
-    gv, gh = g.view(1, 1, WINDOW, 1), g.view(1, 1, 1, WINDOW)
-
-    def filt(t: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(F.conv2d(t, gv), gh)
-
-    mu_x, mu_y = filt(x), filt(y)
-    sxx, syy, sxy = filt(x * x) - mu_x**2, filt(y * y) - mu_y**2, filt(x * y) - mu_x * mu_y
-    ssim_map = ((2 * mu_x * mu_y + C1) * (2 * sxy + C2)) / ((mu_x**2 + mu_y**2 + C1) * (sxx + syy + C2))
-    return ssim_map.mean(dim=(1, 2, 3))

@@ -25,7 +25,9 @@ R = TypeVar("R")
 
 
 def usable_cores() -> int:
-    """The cores this process may run on (its CPU affinity), not the machine's count."""
+    """The cores this process may run on (its CPU affinity: taskset, cgroup/container CPU sets), not the
+    machine's count: the default number of pool workers (``prepare``, ``downscale``) and of inference
+    threads (ONNX Runtime, OpenVINO)."""
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1

@@ -1,4 +1,6 @@
-"""Rich rendering for the CLI: progress bars and notes on stderr, result tables and JSON on stdout.
+"""Rich rendering for the CLI: one renderer per stage report (a table or lines on stdout, notes and
+failures on stderr) and ``srpipe info``'s listing. Each takes the report and ``as_json`` (the command
+wrote ``report.to_dict()`` to stdout already; then only the stderr lines are left to say).
 
 Only the CLI imports this module; rich is imported inside the functions so ``srpipe --help`` stays
 instant.
@@ -6,119 +8,116 @@ instant.
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import json
-import math
 import sys
-from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from srpipe.progress import Progress, ProgressFn
+from srpipe.console import stderr_console
+
+if TYPE_CHECKING:
+    from srpipe.downscale import DownscaleReport
+    from srpipe.evaluate import EvaluationReport
+    from srpipe.export import ExportReport
+    from srpipe.prepare import PrepareReport
+    from srpipe.process import ProcessReport
+    from srpipe.train.report import TrainReport
 
 
-@functools.cache
-def stderr_console() -> Any:
-    """The one stderr console shared by logs, progress bars and notes (so bars and logs never tear)."""
+def print_prepare(report: PrepareReport, *, as_json: bool = False, max_listed: int = 20) -> None:
+    """Store table (file name, status, images, patches, size, skipped) and notes: skipped files (the
+    first ``max_listed``), the official-LR check, timing."""
     from rich.console import Console
+    from rich.table import Table
 
-    return Console(stderr=True)
-
-
-@contextlib.contextmanager
-def progress_bars(enabled: bool = True) -> Iterator[ProgressFn]:
-    """Yield a ``ProgressFn`` that draws one rich bar per ``Progress.task`` on stderr.
-
-    The bars start at the first update (a command that fails early prints only its error) and are off
-    under ``srpipe -q``.
-    """
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-    from rich.progress import Progress as RichProgress
-
-    ctx = click.get_current_context(silent=True)
-    if not enabled or (ctx is not None and ctx.find_root().params.get("quiet")):
-        yield lambda p: None
+    if as_json:
         return
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
-    rich = RichProgress(*columns, console=stderr_console(), transient=False)
-    bars: dict[str, Any] = {}
-
-    def update(p: Progress) -> None:
-        if not bars:
-            rich.start()
-        if p.task not in bars:
-            bars[p.task] = rich.add_task(p.task, total=p.total, info=p.info)
-        rich.update(bars[p.task], completed=p.done, total=p.total, info=p.info)
-
-    try:
-        yield update
-    finally:
-        if bars:
-            rich.stop()
-
-
-def json_props(props: dict[str, str]) -> dict[str, Any]:
-    """ONNX metadata (always strings) for JSON: numbers and arrays of numbers as such, everything else
-    (text, and hashes however many of their digits are decimal) unchanged."""
-    return {key: text if key.endswith("hash") else _json_number(text) for key, text in props.items()}
-
-
-def _json_number(text: str) -> Any:
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return text
-    numbers = value if isinstance(value, list) else [value]
-    if all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in numbers):
-        return value
-    return text
+    table = Table("store", "status", "images", "patches", "size", "skipped",
+                  title=f"{report.out} ({report.layout} layout)")
+    for s in report.splits:
+        table.add_row(s.path.name, s.status, str(s.images), str(s.patches) if s.split == "train" else "-",
+                      f"{s.bytes / 1e6:.1f} MB", str(len(s.skipped)))
+    notes = []
+    for s in report.splits:
+        notes += [f"skipped ({s.split}, {kind}): {rel}: {reason}"
+                  for rel, kind, reason in s.skipped[:max_listed]]
+        if len(s.skipped) > max_listed:
+            notes.append(f"... and {len(s.skipped) - max_listed} more skipped in {s.split} (see --json)")
+        for o in s.official:
+            extra = "".join([f", {o.shape_mismatch} of other size" if o.shape_mismatch else "",
+                             f", {o.unreadable} unreadable" if o.unreadable else ""])
+            notes.append(f"official LR x{o.scale} ({s.split}): {o.images} images, max |Δ| {o.max_abs}, "
+                         f"{o.share:.4%} of pixels differ{extra}")
+    if report.splits and not report.splits[0].patches:
+        notes.append("no training sub-images: every training image was skipped; smaller images need a "
+                     "smaller hr_size, e.g. --set hr_size=240 --set stride=120 (multiples of every "
+                     "scale, hr_size at least patch_size x the largest scale; docs/prepare.md)")
+    rate = f", {report.megapixels / report.seconds:.1f} MP/s" if report.megapixels and report.seconds else ""
+    notes.append(f"{report.megapixels:.1f} HR megapixels in {report.seconds:.1f} s{rate}")
+    Console(soft_wrap=True).print(table, *notes, sep="\n", highlight=False, markup=False)
 
 
-def emit_json(payload: Any) -> None:
-    """Write a machine-readable result to stdout: valid UTF-8 JSON (ASCII, escapes for the rest) even
-    when a file name is not valid UTF-8 (see ``json_text``)."""
-    click.echo(json.dumps(_json_safe(payload), indent=2, default=lambda v: json_text(str(v))))
+def print_downscale(report: DownscaleReport, *, as_json: bool = False) -> None:
+    """The one-line summary on stdout (not under ``--json``), and every failed file with its reason on
+    stderr."""
+    if not as_json:
+        hint = " (outputs exist; --overwrite replaces them)" if report.skipped else ""
+        click.echo(f"{len(report.written)} written, {len(report.skipped)} skipped{hint}, "
+                   f"{len(report.failed)} failed; {report.megapixels:.1f} HR MP in {report.seconds:.1f} s "
+                   f"-> {report.out}")
+    for path, reason in report.failed:
+        click.echo(f"srpipe: failed: {path}: {reason}", err=True)
 
 
-def json_text(text: str) -> str:
-    """``text`` with the bytes of a file name that are not valid UTF-8 written as ``\\xNN``.
+def print_train(report: TrainReport, *, as_json: bool = False) -> None:
+    """A short summary: what ran, where everything went, what to do next."""
+    if as_json:
+        return
+    run = report.run_dir
+    resumed = f", resumed at {report.start_iteration}" if report.start_iteration else ""
+    ranks = f" × {report.world_size} processes" if report.world_size > 1 else ""
+    early = " (stopped early: no improvement)" if report.stopped_early else ""
+    out = [f"run:         {run}",
+           f"iterations:  {report.iteration} of {report.iterations}{resumed}{early}",
+           f"speed:       {report.it_per_s:.2f} it/s on {report.device}{ranks}, {report.precision}, "
+           f"{report.data_source} data; {report.seconds:.1f} s this sitting"]
+    if report.best_psnr_y is not None:
+        out.append(f"validation:  best {report.best_psnr_y:.3f} dB Y-PSNR at iteration "
+                   f"{report.best_iteration} (last {report.last_psnr_y:.3f} dB)")
+    if report.skipped_steps:
+        out.append(f"skipped:     {report.skipped_steps} steps with a non-finite loss")
+    if report.init_report:
+        out.append(f"init:        {report.init_report}")
+    best = report.best_checkpoint.relative_to(run) if report.best_checkpoint else "none yet"
+    out += [f"checkpoints: {report.last_checkpoint.relative_to(run)} (resumable), best: {best}",
+            f"metrics:     {report.metrics.relative_to(run)}; pictures in compare/; log in train.log",
+            f"next:        srpipe evaluate {run} --hr HR_DIR --scale S ; srpipe export {run}"
+            if report.finished else f"continue:    srpipe train --resume {run}"]
+    click.echo("\n".join(out))
 
-    Python decodes such bytes on Linux to lone surrogates (``surrogateescape``), which no strict JSON
-    reader accepts; ``a\\xff.png`` in a report names the file whose bytes are ``a``, 0xFF, ``.png``
-    (``os.fsencode`` of the input path). Other lone surrogates become ``\\udXXX``."""
-    try:
-        text.encode("utf-8")
-        return text
-    except UnicodeEncodeError:
-        pass
-    try:
-        raw = text.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
-    return raw.decode("utf-8", "backslashreplace")
+
+def print_export(report: ExportReport, *, as_json: bool = False) -> None:
+    """What was written, its verification, and its measured receptive field."""
+    if as_json:
+        return
+    rf = report.receptive
+    click.echo("\n".join([
+        f"wrote {report.path} (x{report.scale}, {report.precision}) from {report.source or 'a model'}",
+        f"verified: {report.parity_note}",
+        f"receptive radius: theoretical {rf.theoretical} LR px, measured effective {rf.effective} "
+        f"(< 0.5 codes); recommended tile overlap {rf.overlap} LR px"]))
 
 
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, str):
-        return json_text(value)
-    if isinstance(value, dict):
-        return {_json_safe(k) if isinstance(k, str) else k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
+def print_evaluation(report: EvaluationReport, *, as_json: bool = False) -> None:
+    """Rich table on stdout; notes and output paths on stderr; images that failed on stderr."""
+    if not as_json:
+        _evaluation_table(report)
+    if report.failures:
+        click.echo(f"srpipe: error: {len(report.failures)} image(s) could not be evaluated: "
+                   + ", ".join(str(p) for p, _ in report.failures), err=True)
 
 
-def print_evaluation(result: Any) -> None:
-    """Rich table of an ``EvaluationReport`` on stdout; notes and output paths on stderr."""
+def _evaluation_table(result: EvaluationReport) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -143,11 +142,14 @@ def print_evaluation(result: Any) -> None:
         stderr_console().print(line)
 
 
-def print_process(report: Any) -> None:
-    """Summary table on stdout; failed files with their reasons on stderr."""
+def print_process(report: ProcessReport, *, as_json: bool = False) -> None:
+    """Summary table on stdout; failed files with their reasons on stderr (not under ``--json``, whose
+    report lists them)."""
     from rich.console import Console
     from rich.table import Table
 
+    if as_json:
+        return
     table = Table("ok", "skipped", "failed", "output MP", "MP/s", "seconds",
                   title=f"srpipe process x{report.scale} · {report.model}")
     table.add_row(str(report.count("ok")), str(report.count("skipped")), str(report.count("failed")),
@@ -171,7 +173,7 @@ def print_process(report: Any) -> None:
             stderr_console().print(f"failed: {f.input!r}: {f.reason}", markup=False, highlight=False)
 
 
-def _photo_lines(report: Any) -> list[str]:
+def _photo_lines(report: ProcessReport) -> list[str]:
     """Fidelity summary (median, worst file) and, in photo mode, the strengths used."""
     lines = []
     summary = report.fidelity()
@@ -188,30 +190,6 @@ def _photo_lines(report: Any) -> list[str]:
         lines.append(f"photo strength {report.strength}: "
                      + ", ".join(f"{s:g} on {n} file(s)" for s, n in counts.items()))
     return lines
-
-
-def print_prepare(summary: Any) -> None:
-    """Store table and notes of a ``PrepareSummary`` on stdout."""
-    from rich.console import Console
-    from rich.table import Table
-
-    header, rows = summary.table()
-    table = Table(*header, title=f"{summary.out} ({summary.layout} layout)")
-    for row in rows:
-        table.add_row(*row)
-    Console(soft_wrap=True).print(table, *summary.notes(), sep="\n", highlight=False, markup=False)
-
-
-def print_downscale(result: Any, dst: Any, *, summary: bool) -> None:
-    """A ``DownscaleResult``: its one-line summary on stdout (unless ``summary`` is off, under
-    ``--json``), and every failed file with its reason on stderr."""
-    if summary:
-        hint = " (outputs exist; --overwrite replaces them)" if result.skipped else ""
-        click.echo(f"{len(result.written)} written, {len(result.skipped)} skipped{hint}, "
-                   f"{len(result.failed)} failed; {result.megapixels:.1f} HR MP in {result.seconds:.1f} s "
-                   f"-> {dst}")
-    for path, reason in result.failed:
-        click.echo(f"srpipe: failed: {path}: {reason}", err=True)
 
 
 def print_info(info: Any) -> None:

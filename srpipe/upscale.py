@@ -13,11 +13,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol, cast
+from typing import Protocol, cast
 
 import numpy as np
 
 from srpipe.errors import InputError, SrpipeError, UsageError
+from srpipe.hardware import resolve_device
 from srpipe.imaging.resize import imresize
 from srpipe.infer.backends import BackendChoice, Precision, TorchBackend
 from srpipe.infer.session import BUNDLED_NAMES, Device, find_model
@@ -66,17 +67,6 @@ class BicubicUpscaler:
 
     def __call__(self, lr: np.ndarray) -> np.ndarray:
         return imresize(lr, self.scale)
-
-
-def resolve_device(device: Literal["auto", "cuda", "cpu"] | str) -> str:
-    """``auto`` → ``cuda`` when available, else ``cpu``; an explicit ``cuda`` without a GPU is an error."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda: no CUDA GPU is available to PyTorch here; use --device cpu")
-    return device
 
 
 def open_upscaler(spec: str | None, *, workspace: Workspace, scale: int = 0, device: str = "auto",

@@ -106,3 +106,25 @@ def test_cpu_bf16_flag_is_read_from_cpuinfo(monkeypatch: pytest.MonkeyPatch, tmp
     hardware.cpu_flags.cache_clear()
     assert not hardware.cpu_has_bf16()  # unreadable: the fp32 routes
     hardware.cpu_flags.cache_clear()
+
+
+def test_resolve_device_is_the_one_device_rule(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``evaluate`` of checkpoints and training resolve ``device`` alike; each setting keeps its words."""
+    import torch
+
+    from srpipe.train import distributed
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert hardware.resolve_device("auto") == hardware.resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(UsageError, match=r"^--device cuda: no CUDA GPU is available to PyTorch here; use "
+                                         r"--device cpu$"):
+        hardware.resolve_device("cuda")
+    with pytest.raises(UsageError, match=r"^train\.device = 'cuda' but PyTorch sees no CUDA GPU"):
+        distributed.setup("cuda")
+    assert distributed.setup("auto").device == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert hardware.resolve_device("cuda") == torch.device("cuda")  # PyTorch's current GPU
+    assert hardware.resolve_device("auto", 3) == torch.device("cuda", 1)  # one GPU per torchrun rank
+    assert hardware.resolve_device("cpu", 3) == torch.device("cpu")

@@ -113,18 +113,6 @@ def test_foreign_and_newer_files(tmp_path: Path) -> None:
         ck.load_model(tmp_path / "badcfg.pt")
 
 
-def test_edsr_pytorch_state_dict_loads_through_convert(tmp_path: Path) -> None:
-    from srpipe.model.convert import export_state_dict
-
-    model = tiny_model().eval()
-    torch.save(export_state_dict(model, "edsr-pytorch"), tmp_path / "edsr_x2.pt")
-    loaded, cfg = ck.load_model(tmp_path / "edsr_x2.pt")
-    assert (cfg.scale, cfg.n_resblocks, cfg.n_feats) == (2, 1, 8)
-    x = torch.rand(1, 3, 9, 13)
-    with torch.no_grad():
-        torch.testing.assert_close(loaded(x), model(x), atol=1e-5, rtol=1e-5)
-
-
 def test_failed_save_keeps_the_previous_checkpoint(tmp_path: Path) -> None:
     path = ck.save_checkpoint(tmp_path / "last.pt", model_config=TINY, model_state=tiny_model(0).state_dict())
     before = path.read_bytes()

@@ -1,4 +1,4 @@
-"""srpipe.imaging.color: MATLAB Y, the scoring channel, alpha split/merge, the model's float layout."""
+"""srpipe.imaging.color: MATLAB Y, alpha split, the model's float layout."""
 
 from __future__ import annotations
 
@@ -8,10 +8,8 @@ from conftest import smooth_image
 
 from srpipe.imaging.color import (
     from_rgb_float,
-    merge_alpha,
     rgb_to_y,
     rgb_to_y_uint8,
-    scoring_channel,
     split_alpha,
     to_rgb_float,
     to_uint8,
@@ -44,38 +42,14 @@ def test_rgb_to_y_refuses_alpha_and_uint16():
         rgb_to_y(np.zeros((3, 4, 3), np.uint16))
 
 
-def test_scoring_channel_gray_is_itself_rgb_is_y(rng):
-    gray = smooth_image(rng, 17, 23, 1)[..., 0]
-    np.testing.assert_array_equal(scoring_channel(gray), gray.astype(np.float64))
-    assert scoring_channel(gray).dtype == np.float64
-    rgb = smooth_image(rng, 17, 23, 3)
-    np.testing.assert_array_equal(scoring_channel(rgb), rgb_to_y(rgb))
-    with pytest.raises(ValueError):
-        scoring_channel(smooth_image(rng, 17, 23, 4))
-
-
-def test_split_and_merge_alpha_round_trip(rng):
+def test_split_alpha_gives_contiguous_colour_and_alpha(rng):
     rgba = smooth_image(rng, 17, 23, 4, np.uint16)
     color, alpha = split_alpha(rgba)
     assert color.shape == (17, 23, 3) and alpha is not None and alpha.shape == (17, 23)
     assert color.flags.c_contiguous and alpha.flags.c_contiguous
-    np.testing.assert_array_equal(merge_alpha(color, alpha), rgba)
+    np.testing.assert_array_equal(np.dstack([color, alpha]), rgba)
     rgb = rgba[..., :3].copy()
     assert split_alpha(rgb)[0] is rgb and split_alpha(rgb)[1] is None
-    assert merge_alpha(rgb, None) is rgb
-
-
-def test_merge_alpha_on_gray_replicates_and_checks_shapes(rng):
-    gray = smooth_image(rng, 17, 23, 1)[..., 0]
-    alpha = smooth_image(rng, 17, 23, 1)[..., 0]
-    merged = merge_alpha(gray, alpha)
-    assert merged.shape == (17, 23, 4)
-    for c in range(3):
-        np.testing.assert_array_equal(merged[..., c], gray)
-    with pytest.raises(ValueError, match="does not match"):
-        merge_alpha(gray, alpha[:-1])
-    with pytest.raises(ValueError, match="does not match"):
-        merge_alpha(gray, alpha.astype(np.uint16))
 
 
 def test_to_rgb_float_scales_and_replicates(rng):

@@ -13,10 +13,10 @@ from conftest import smooth_image
 
 from srpipe.config import PrepareConfig
 from srpipe.data.dataset import PatchDataset, PatchLoader, ValidationSet, transform_into
-from srpipe.data.prepare import prepare
 from srpipe.errors import StoreError
 from srpipe.imaging.io import write_image
 from srpipe.imaging.resize import imresize, modcrop
+from srpipe.prepare import prepare
 
 
 @pytest.fixture(scope="module")

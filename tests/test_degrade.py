@@ -12,10 +12,10 @@ from conftest import smooth_image
 from srpipe.config import DegradeConfig, PrepareConfig, TrainConfig, load_pipeline
 from srpipe.data import degrade as deg
 from srpipe.data.dataset import PatchDataset, PatchLoader, ValidationSet
-from srpipe.data.prepare import prepare
 from srpipe.errors import ConfigError
 from srpipe.imaging.io import write_image
 from srpipe.imaging.resize import imresize
+from srpipe.prepare import prepare
 from srpipe.train.runtime import check_config
 
 ALL = DegradeConfig(blur=0.5, noise=0.5, jpeg=0.5)

@@ -17,7 +17,8 @@ from PIL import Image as PILImage
 
 from srpipe import downscale as downscale_module
 from srpipe.cli import cli
-from srpipe.downscale import downscale_tree
+from srpipe.config import DownscaleConfig
+from srpipe.downscale import downscale
 from srpipe.errors import InputError, OutputError, SrpipeError, UsageError
 from srpipe.imaging.resize import imresize, modcrop
 from srpipe.parallel import make_pool
@@ -117,11 +118,12 @@ def test_worker_processes_give_the_same_files_and_report_in_walk_order(
         _save(src / f"d{k % 3}" / f"img{k}.png", smooth_image(rng, 19 + k, 23 + 2 * k, 3))
     (src / "d1" / "img3.png").write_bytes(b"not a png")  # an 8th file; fails in a worker
     _save(src / "d0" / "img0.jpg", smooth_image(rng, 16, 16, 3))  # d0/img0.jpg.png beside d0/img0.png
-    results = {w: downscale_tree(src, tmp_path / f"lr{w}", scale=3, workers=w) for w in (1, 2)}
+    results = {w: downscale(src, tmp_path / f"lr{w}", DownscaleConfig(scale=3, workers=w))
+               for w in (1, 2)}
     one, two = results[1], results[2]
     assert pools == [2]  # workers=1 runs in this process; workers=2 after the first image
     monkeypatch.setattr(downscale_module, "POOL_AFTER_SECONDS", 1.0)
-    small = downscale_tree(src, tmp_path / "lr3", scale=3, workers=2)  # ~1 ms an image: not worth a pool
+    small = downscale(src, tmp_path / "lr3", DownscaleConfig(scale=3, workers=2))  # ~1 ms an image: no pool
     assert pools == [2] and len(small.written) == 8
     assert [p.relative_to(tmp_path / "lr2") for p in two.written] == \
         [p.relative_to(tmp_path / "lr1") for p in one.written]
@@ -149,7 +151,7 @@ def test_a_dead_worker_stops_the_run_with_a_clear_error_and_complete_outputs(
     for k in range(3):
         _save(tmp_path / "hr" / f"{k}.png", smooth_image(rng, 16, 16, 3))
     with pytest.raises(SrpipeError, match=r"worker process died .* after 1 outputs, which are complete"):
-        downscale_tree(tmp_path / "hr", tmp_path / "lr", scale=2, workers=2)
+        downscale(tmp_path / "hr", tmp_path / "lr", DownscaleConfig(scale=2, workers=2))
     assert [p.name for p in (tmp_path / "lr").iterdir()] == ["0.png"]  # no partial file left
     assert np.array_equal(_load(tmp_path / "lr" / "0.png"), imresize(_load(tmp_path / "hr" / "0.png"), 1 / 2))
     result = CliRunner().invoke(cli, ["downscale", str(tmp_path / "hr"), "-s", "2",
@@ -197,19 +199,19 @@ def test_unusable_arguments_fail_cleanly(tmp_path: Path, rng: np.random.Generato
 def test_library_result_and_progress(tmp_path: Path, rng: np.random.Generator) -> None:
     _tree(tmp_path / "hr", rng)
     seen: list[Progress] = []
-    result = downscale_tree(tmp_path / "hr", tmp_path / "lr", scale=4, progress=seen.append)
+    result = downscale(tmp_path / "hr", tmp_path / "lr", DownscaleConfig(scale=4), progress=seen.append)
     assert result.ok and len(result.written) == 4 and not result.skipped
     assert [p.done for p in seen] == [0, 1, 2, 3, 4] and {p.total for p in seen} == {4}
     assert result.megapixels == pytest.approx((23 * 17 + 19 * 26 + 20 * 21 + 17 * 23) / 1e6)
     with pytest.raises(UsageError):
-        downscale_tree(tmp_path / "hr", tmp_path / "lr", scale=1)
-    with pytest.raises(UsageError, match="--workers"):
-        downscale_tree(tmp_path / "hr", tmp_path / "lr", scale=2, workers=-1)
+        downscale(tmp_path / "hr", tmp_path / "lr", DownscaleConfig(scale=1))
+    with pytest.raises(UsageError, match=r"downscale\.workers"):
+        downscale(tmp_path / "hr", tmp_path / "lr", DownscaleConfig(scale=2, workers=-1))
     with pytest.raises(InputError):
-        downscale_tree(tmp_path / "nope", tmp_path / "lr", scale=2)
+        downscale(tmp_path / "nope", tmp_path / "lr", DownscaleConfig(scale=2))
     (tmp_path / "file").write_text("x")
     with pytest.raises(OutputError, match="is a file"):
-        downscale_tree(tmp_path / "hr", tmp_path / "file", scale=2)
+        downscale(tmp_path / "hr", tmp_path / "file", DownscaleConfig(scale=2))
 
 
 def test_an_unreadable_subfolder_is_reported_as_failed(tmp_path: Path, rng: np.random.Generator,
@@ -240,7 +242,7 @@ def test_an_unwritable_out_is_refused_before_any_image_is_read(tmp_path: Path, r
     monkeypatch.setattr(downscale_module, "read_image", lambda *a, **kw: pytest.fail("an image was read"))
     for src in (tmp_path / "hr", tmp_path / "hr" / "top.png"):
         with pytest.raises(OutputError, match=r"cannot be created: .*afile is a file"):
-            downscale_tree(src, tmp_path / "afile" / "sub", scale=2)
+            downscale(src, tmp_path / "afile" / "sub", DownscaleConfig(scale=2))
     readonly = tmp_path / "readonly"
     readonly.mkdir()
     real = os.access  # root passes any permission check: deny this one folder as a mode of 555 would

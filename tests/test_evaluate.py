@@ -16,13 +16,14 @@ from srpipe import metrics
 from srpipe.cli import cli
 from srpipe.config import EvaluateConfig, ModelConfig
 from srpipe.errors import InputError
-from srpipe.evaluate import evaluate, find_pairs
+from srpipe.evaluate import evaluate
 from srpipe.imaging.io import read_image, write_image
 from srpipe.imaging.resize import imresize, modcrop
 from srpipe.infer.backends import TorchBackend
 from srpipe.infer.upscaler import TiledUpscaler
 from srpipe.model.checkpoint import save_checkpoint
 from srpipe.model.edsr import build_model
+from srpipe.pairs import find_pairs
 from srpipe.upscale import upscale_image
 
 SIZES = {"a": (37, 29, 3), "b": (41, 33, 3), "gray": (31, 27, 1)}

@@ -103,13 +103,13 @@ def test_a_tile_too_small_for_the_overlap_is_one_usage_error_before_any_image(
 
     ckpt, onnx_path = exported
     reads: list[Path] = []
-    real_read = __import__("srpipe.evaluate", fromlist=["read_image"]).read_image
+    real_read = __import__("srpipe.pairs", fromlist=["read_image"]).read_image
 
     def counting_read(path: Path, **kw: object) -> object:
         reads.append(path)
         return real_read(path, **kw)
 
-    monkeypatch.setattr("srpipe.evaluate.read_image", counting_read)
+    monkeypatch.setattr("srpipe.pairs.read_image", counting_read)
     overlap = 3 * receptive_radius(ModelConfig(scale=2, n_resblocks=1, n_feats=8))
     for model in (str(ckpt), str(onnx_path)):
         res = CliRunner().invoke(cli, ["--workspace", str(tmp_path / "ws"), "evaluate", model, "--hr",

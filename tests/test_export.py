@@ -18,11 +18,12 @@ from srpipe.cli import cli
 from srpipe.config import ExportConfig, ModelConfig, TrainConfig
 from srpipe.contract import INPUT_NAME, OUTPUT_NAME, MetaKey
 from srpipe.errors import CheckpointError, ExportError, InputError
-from srpipe.export import export_checkpoint, export_model, latest_run
+from srpipe.export import export, export_model
 from srpipe.export_graph import export_graph, fuse_conv_after_shuffle
 from srpipe.model import checkpoint
 from srpipe.model.checkpoint import save_checkpoint
 from srpipe.model.edsr import build_model, count_parameters
+from srpipe.train.rundir import latest_run
 from srpipe.train.state import TrainState, capture_rng, checkpoint_extra
 from srpipe.workspace import Workspace
 
@@ -111,21 +112,24 @@ def _checkpoint(run: Path, *, iteration: int, best_iteration: int, seed: int) ->
 def test_default_source_is_the_best_checkpoint_of_the_latest_run(tmp_path: Path) -> None:
     ws = Workspace(tmp_path / "ws")
     with pytest.raises(InputError, match="no training runs"):
-        latest_run(ws)
-    _checkpoint(ws.runs / "edsr-20250101-090000", iteration=10, best_iteration=10, seed=1)
-    newest = ws.runs / "edsr-20250301-090000"
-    _checkpoint(newest, iteration=100, best_iteration=100, seed=2)
-    os.utime(ws.runs / "edsr-20250101-090000")  # touched later, but started earlier
-    assert latest_run(ws) == newest
-    result = export_checkpoint(None, workspace=ws, out=None, cfg=ExportConfig())
-    assert result.path == ws.models / "edsr-20250301-090000-x2.onnx" and result.path.is_file()
+        export(None, workspace=ws, out=None, cfg=ExportConfig())
+    older = _checkpoint(ws.runs / "edsr-20250301-090000", iteration=10, best_iteration=10, seed=1)
+    newest = ws.runs / "edsr-20250101-090000"  # started earlier, trained (resumed) later
+    written = _checkpoint(newest, iteration=100, best_iteration=100, seed=2)
+    os.utime(older, ns=(written.stat().st_mtime_ns - 10**9,) * 2)
+    os.utime(ws.runs / "edsr-20250301-090000")  # a folder's own time does not count
+    assert latest_run(ws.runs) == newest
+    result = export(None, workspace=ws, out=None, cfg=ExportConfig())
+    assert result.path == ws.models / "edsr-20250101-090000-x2.onnx" and result.path.is_file()
     meta = result.metadata
     assert meta[MetaKey.PSNR] == "31.2500" and len(meta[MetaKey.RECIPE]) == 16
-    assert meta[MetaKey.SOURCE].endswith("edsr-20250301-090000/checkpoints/best.pt")
-    empty = ws.runs / "edsr-20250401-090000"
-    empty.mkdir()
+    assert meta[MetaKey.SOURCE].endswith("edsr-20250101-090000/checkpoints/best.pt")
+    (ws.runs / "notes").mkdir()  # not a run: ignored
+    started = ws.runs / "edsr-20250401-090000"  # started, no checkpoint saved yet: not an older run's
+    started.mkdir()
+    (started / "config.toml").write_text("")
     with pytest.raises(CheckpointError, match=r"no best\.pt or last\.pt"):
-        export_checkpoint(None, workspace=ws, out=None, cfg=ExportConfig())
+        export(None, workspace=ws, out=None, cfg=ExportConfig())
 
 
 def test_psnr_is_omitted_when_the_weights_are_not_the_validated_best(tmp_path: Path,
@@ -134,7 +138,7 @@ def test_psnr_is_omitted_when_the_weights_are_not_the_validated_best(tmp_path: P
     reads: list[Path] = []
     real_read = checkpoint.read_file
     monkeypatch.setattr(checkpoint, "read_file", lambda path: reads.append(path) or real_read(path))
-    result = export_checkpoint(ckpt, workspace=Workspace(tmp_path), out=tmp_path / "x.onnx",
+    result = export(ckpt, workspace=Workspace(tmp_path), out=tmp_path / "x.onnx",
                                cfg=ExportConfig())
     assert result.metadata[MetaKey.PSNR] == "" and result.metadata[MetaKey.RECIPE]
     assert reads == [ckpt]  # weights and training record come from one read of the file
@@ -151,7 +155,7 @@ def test_ema_or_raw_weights_are_exported_and_said_so(tmp_path: Path) -> None:
     x = np.random.default_rng(0).random((1, 3, 9, 13), dtype=np.float32)
     for weights, model in (("ema", ema), ("raw", raw)):
         out = tmp_path / f"{weights}.onnx"
-        result = export_checkpoint(ckpt, workspace=Workspace(tmp_path), out=out,
+        result = export(ckpt, workspace=Workspace(tmp_path), out=out,
                                    cfg=ExportConfig(weights=weights))
         meta = result.metadata
         assert meta[MetaKey.WEIGHTS] == weights and meta[MetaKey.ITERATIONS] == "40"

@@ -15,7 +15,8 @@ import pytest
 from PIL import Image as PILImage
 from test_imaging_io import IPTC, SRGB, H, W, app13, exif_bytes, iim, make, pillow_bytes
 
-from srpipe.downscale import downscale_tree
+from srpipe.config import DownscaleConfig
+from srpipe.downscale import downscale
 from srpipe.imaging import exiv
 from srpipe.imaging import write as imwrite
 from srpipe.imaging.io import atomic_path, read_image, write_image
@@ -366,7 +367,7 @@ def test_xmp_is_kept_through_downscale_and_dropped_by_bmp(tmp_path, rng, caplog)
     src = tmp_path / "hr" / "photo.jpg"
     src.parent.mkdir()
     write_image(src, make(rng, "rgb"), xmp=XMP)
-    assert downscale_tree(src.parent, tmp_path / "lr", scale=2).ok
+    assert downscale(src.parent, tmp_path / "lr", DownscaleConfig(scale=2)).ok
     lr = read_image(tmp_path / "lr" / "photo.png")
     assert lr.xmp == _as_written(lr.pixels.shape[1], lr.pixels.shape[0])
     with caplog.at_level(logging.INFO):

@@ -22,7 +22,7 @@ from srpipe.cli import cli
 from srpipe.config import ProcessConfig
 from srpipe.imaging.io import write_image
 from srpipe.infer.manifest import Settings, read_manifests
-from srpipe.infer.runner import ProcessReport, process
+from srpipe.process import ProcessReport, process
 from srpipe.workspace import Workspace
 
 MANIFEST = ".srpipe-manifest.json"

@@ -20,15 +20,16 @@ import pytest
 from click.testing import CliRunner
 from conftest import smooth_image
 
+from srpipe import render
 from srpipe.cli import cli
 from srpipe.config import PrepareConfig
 from srpipe.data import store as st
 from srpipe.data import work
-from srpipe.data.prepare import prepare
 from srpipe.data.sources import find_inputs, split_holdout
 from srpipe.errors import ConfigError, InputError, OutputError, StoreError
 from srpipe.imaging.io import read_image, write_image
 from srpipe.imaging.resize import imresize, modcrop
+from srpipe.prepare import prepare
 
 CFG = PrepareConfig(scales=(2, 3), hr_size=24, stride=12, patch_size=4, valid_count=1, workers=1)
 SIZES = {"a.png": (50, 61), "b.png": (37, 45), "sub/c.png": (30, 29), "d.png": (73, 48)}
@@ -154,8 +155,8 @@ def test_killed_run_leaves_no_store_and_resumes_to_the_same_result(
             raise KeyboardInterrupt  # as if the user pressed Ctrl-C during the fourth image
         return real(task)
 
-    monkeypatch.setattr("srpipe.data.prepare.process_image", dying)
-    monkeypatch.setattr("srpipe.data.prepare.COMMIT_SECONDS", 0.0)  # commit after every input
+    monkeypatch.setattr("srpipe.prepare.process_image", dying)
+    monkeypatch.setattr("srpipe.prepare.COMMIT_SECONDS", 0.0)  # commit after every input
     with pytest.raises(KeyboardInterrupt):
         prepare(inputs, out, CFG)
     assert not (out / "train.h5").exists() and (out / "train.h5.partial").exists()
@@ -164,7 +165,7 @@ def test_killed_run_leaves_no_store_and_resumes_to_the_same_result(
     with h5py.File(out / "train.h5.partial", "r") as f:
         assert f.attrs["inputs_done"] == 3 and not f.attrs["complete"]
     again: list[str] = []
-    monkeypatch.setattr("srpipe.data.prepare.process_image", lambda t: again.append(t.rel) or real(t))
+    monkeypatch.setattr("srpipe.prepare.process_image", lambda t: again.append(t.rel) or real(t))
     resumed = prepare(inputs, out, CFG)
     assert resumed.splits[0].status == "resumed"
     assert again[0] == calls[3] and not set(calls[:3]) & set(again)  # restarted at the 4th input
@@ -268,7 +269,8 @@ def test_pool_gives_the_same_store_as_one_process(inputs: Path, tmp_path: Path) 
             np.testing.assert_array_equal(a[name][()], b[name][()])
 
 
-def test_div2k_layout_compares_official_lr(tmp_path: Path, rng: np.random.Generator) -> None:
+def test_div2k_layout_compares_official_lr(tmp_path: Path, rng: np.random.Generator,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
     root = tmp_path / "div2k"
     for split, names in (("train", ["0001", "0002"]), ("valid", ["0801"])):
         (root / f"DIV2K_{split}_HR").mkdir(parents=True)
@@ -289,7 +291,8 @@ def test_div2k_layout_compares_official_lr(tmp_path: Path, rng: np.random.Genera
     assert (x2.images, x2.max_abs, x2.differing) == (2, 0, 0)
     assert (x3.images, x3.max_abs, x3.differing, x3.pixels) == (2, 5, 3, 2 * 16 * 20)
     assert [o.max_abs for o in valid.official] == [0, 0] and valid.images == 1
-    assert any("official LR x3 (train): 2 images, max |Δ| 5" in line for line in summary.notes())
+    render.print_prepare(summary)
+    assert "official LR x3 (train): 2 images, max |Δ| 5" in capsys.readouterr().out
 
 
 def test_bad_inputs_and_outputs_are_clear_errors(tmp_path: Path, inputs: Path) -> None:

@@ -28,7 +28,7 @@ from srpipe.config import ProcessConfig
 from srpipe.imaging.io import read_image, write_image
 from srpipe.infer import ovsession
 from srpipe.infer.files import parse_shard
-from srpipe.infer.runner import make_jobs
+from srpipe.process import make_jobs
 
 
 @pytest.fixture(scope="session")
@@ -299,7 +299,7 @@ def test_a_file_over_the_memory_budget_is_refused_from_its_header(tmp_path: Path
 
 def test_the_log_counts_only_the_files_left_to_do(tmp_path: Path, model: Path, rng: np.random.Generator,
                                                   caplog: pytest.LogCaptureFixture) -> None:
-    from srpipe.infer.runner import process
+    from srpipe.process import process
     from srpipe.workspace import Workspace
 
     src, out = tmp_path / "in", tmp_path / "out"
@@ -308,7 +308,7 @@ def test_the_log_counts_only_the_files_left_to_do(tmp_path: Path, model: Path, r
     cfg = ProcessConfig(backend="onnxruntime")
     process(src, out, cfg, workspace=Workspace(tmp_path / "ws"), model=model)
     caplog.clear()
-    with caplog.at_level("INFO", logger="srpipe.infer.runner"):
+    with caplog.at_level("INFO", logger="srpipe.process"):
         rep = process(src, out, cfg, workspace=Workspace(tmp_path / "ws"), model=model)
     assert rep.count("skipped") == 3
     assert "0 file(s) to process" in caplog.text and "3 up to date (skipped)" in caplog.text
@@ -317,7 +317,7 @@ def test_the_log_counts_only_the_files_left_to_do(tmp_path: Path, model: Path, r
 def test_summary_keeps_the_provider_whole_at_80_columns(monkeypatch: pytest.MonkeyPatch,
                                                        capsys: pytest.CaptureFixture[str]) -> None:
     from srpipe import render
-    from srpipe.infer.runner import ProcessReport
+    from srpipe.process import ProcessReport
 
     report = ProcessReport(model="/a/rather/long/path/to/models/edsr-baseline-x4.onnx",
                            provider="OpenVINO CPU (bf16) on a very long device name", scale=4, tile=384,

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from srpipe.data import store as st
+from srpipe.data.writer import StoreWriter
 from srpipe.errors import StoreError
 
 SCALES = (2, 3)
@@ -24,7 +25,7 @@ def meta(split: str = "train", settings_hash: str = "s" * 64, inputs_hash: str =
                         inputs_hash=inputs_hash)
 
 
-def add_image(w: st.StoreWriter, rng: np.random.Generator, k: int, name: str) -> np.ndarray:
+def add_image(w: StoreWriter, rng: np.random.Generator, k: int, name: str) -> np.ndarray:
     src = w.add_source(name, "ab" * 32, (30, 40, 3), 8)
     hr = rng.integers(0, 256, (k, P, P, 3), dtype=np.uint8)
     boxes = np.array([[0, 6 * j, P, 6 * j + P] for j in range(k)])
@@ -45,7 +46,7 @@ def test_commit_pushes_the_partial_file_to_disk_in_the_background(
         raise OSError(5, "simulated I/O error")  # left to the final fsync; never breaks the run
 
     monkeypatch.setattr(os, "fdatasync", fake_fdatasync, raising=False)
-    w = st.StoreWriter.open(final, meta())
+    w = StoreWriter.open(final, meta())
     add_image(w, rng, 2, "a.png")
     w.commit(1)
     first = w._writeback
@@ -71,7 +72,7 @@ def test_chunk_side_divides_and_stays_near_target() -> None:
 
 def test_written_store_reads_back_with_attributes(tmp_path: Path, rng: np.random.Generator) -> None:
     final = tmp_path / "train.h5"
-    w = st.StoreWriter.open(final, meta())
+    w = StoreWriter.open(final, meta())
     hr = add_image(w, rng, 3, "a.png")
     w.add_skipped("bad.png", "unreadable", "corrupt")
     w.add_official_check(0, 2, 0, 0, 36)
@@ -96,14 +97,14 @@ def test_written_store_reads_back_with_attributes(tmp_path: Path, rng: np.random
 
 def test_partial_is_resumed_after_last_commit_only(tmp_path: Path, rng: np.random.Generator) -> None:
     final = tmp_path / "train.h5"
-    w = st.StoreWriter.open(final, meta())
+    w = StoreWriter.open(final, meta())
     first = add_image(w, rng, 2, "a.png")
     w.commit(1)
     add_image(w, rng, 4, "b.png")  # written but never committed: a kill happened here
     w.add_skipped("c.png", "too-small", "small")
     w.close()
 
-    w = st.StoreWriter.open(final, meta())
+    w = StoreWriter.open(final, meta())
     assert w.inputs_done == 1
     assert w.f["hr"].shape[0] == 2 and w.f["sources/path"].shape[0] == 1 and w.f["skipped/path"].shape[0] == 0
     np.testing.assert_array_equal(w.f["hr"][()], first)
@@ -114,22 +115,22 @@ def test_partial_is_resumed_after_last_commit_only(tmp_path: Path, rng: np.rando
 
 def test_partial_from_other_settings_or_garbage_restarts(tmp_path: Path, rng: np.random.Generator) -> None:
     final = tmp_path / "train.h5"
-    w = st.StoreWriter.open(final, meta())
+    w = StoreWriter.open(final, meta())
     add_image(w, rng, 2, "a.png")
     w.commit(1)
     w.close()
-    w = st.StoreWriter.open(final, meta(settings_hash="t" * 64))
+    w = StoreWriter.open(final, meta(settings_hash="t" * 64))
     assert w.inputs_done == 0 and w.f["hr"].shape[0] == 0
     w.close()
     st.partial_path(final).write_bytes(b"not hdf5 at all")
-    w = st.StoreWriter.open(final, meta())
+    w = StoreWriter.open(final, meta())
     assert w.inputs_done == 0
     w.close()
 
 
 def test_valid_store_keeps_whole_images(tmp_path: Path, rng: np.random.Generator) -> None:
     final = tmp_path / "valid.h5"
-    w = st.StoreWriter.open(final, meta("valid"))
+    w = StoreWriter.open(final, meta("valid"))
     hr = rng.integers(0, 256, (13, 17, 3), dtype=np.uint8)
     src = w.add_source("v.png", "cd" * 32, (13, 17, 3), 8)
     w.add_whole(src, hr, {2: hr[:12:2, :16:2], 3: hr[:12:3, :15:3]})
@@ -146,7 +147,7 @@ def test_open_store_errors_name_the_file_and_the_fix(tmp_path: Path, rng: np.ran
     missing = tmp_path / "train.h5"
     with pytest.raises(StoreError, match=r"train\.h5: no such store.*srpipe prepare"):
         st.open_store(missing)
-    w = st.StoreWriter.open(missing, meta())
+    w = StoreWriter.open(missing, meta())
     w.close()
     with pytest.raises(StoreError, match=r"train\.h5\.partial exists: a prepare was interrupted"):
         st.open_store(missing)
@@ -164,7 +165,7 @@ def test_open_store_errors_name_the_file_and_the_fix(tmp_path: Path, rng: np.ran
     with pytest.raises(StoreError, match="not an srpipe patch store"):
         st.open_store(foreign)
     valid = tmp_path / "valid.h5"
-    w = st.StoreWriter.open(valid, meta("valid"))
+    w = StoreWriter.open(valid, meta("valid"))
     w.commit(0)
     w.finalize()
     with pytest.raises(StoreError, match="is a valid store, expected a train store"):
@@ -173,3 +174,13 @@ def test_open_store_errors_name_the_file_and_the_fix(tmp_path: Path, rng: np.ran
         f.attrs["format_version"] = st.FORMAT_VERSION + 1
     with pytest.raises(StoreError, match="newer than this srpipe"):
         st.open_store(valid)
+
+
+def test_lookup3_matches_the_reference_vectors() -> None:
+    """The superblock checksum of a killed writer's store (``data.recovery``): lookup3.c's own checks."""
+    from srpipe.data.recovery import lookup3
+
+    assert lookup3(b"") == 0xDEADBEEF
+    assert lookup3(b"Four score and seven years ago") == 0x17770551
+    assert lookup3(b"Four score and seven years ago", 1) == 0xCD628161
+    assert lookup3(b"\0" * 12) != lookup3(b"\0" * 13)  # a full last block vs one padded with zeros

@@ -1,6 +1,6 @@
 """srpipe train: run layout, exact resume, NaN handling, schedule, options, data paths and the CLI.
 
-Everything runs a 1-block × 8-feature EDSR on tiny stores that ``srpipe.data.prepare`` builds from
+Everything runs a 1-block × 8-feature EDSR on tiny stores that ``srpipe.prepare`` builds from
 synthetic images, for a handful of iterations.
 """
 
@@ -21,13 +21,13 @@ from click.testing import CliRunner
 from conftest import smooth_image
 
 from srpipe.cli import cli
-from srpipe.config import ModelConfig, Pipeline, PrepareConfig, TrainConfig, load_pipeline
+from srpipe.config import ModelConfig, Pipeline, PrepareConfig, TrainConfig, configure, load_pipeline
 from srpipe.data.dataset import PatchDataset
-from srpipe.data.prepare import prepare
 from srpipe.errors import ConfigError, StoreError, TrainingError, UsageError
 from srpipe.imaging.io import write_image
 from srpipe.model.checkpoint import load_model, read_checkpoint, save_checkpoint
 from srpipe.model.edsr import build_model
+from srpipe.prepare import prepare
 from srpipe.train import batches, optim
 from srpipe.train import validate as validate_mod
 from srpipe.train.run import train
@@ -79,7 +79,7 @@ def kill_at(monkeypatch: pytest.MonkeyPatch, iteration: int) -> None:
 def test_new_run_layout_metrics_and_checkpoints(stores: Path, tmp_path: Path) -> None:
     ws = Workspace(tmp_path / "ws")
     pipe = tiny(stores, val_every=4, ema_decay=0.5)
-    result = train(pipe, workspace=ws, overrides=["train.lr=2e-4"])
+    result = train(configure(pipe, ["train.lr=2e-4"], table="train"), workspace=ws)
     run = result.run_dir
     assert run.parent == ws.runs and run.name.startswith("tiny-")
     expected = {"config.toml", "checkpoints", "metrics.csv", "compare", "train.log"}
@@ -271,14 +271,15 @@ def test_bad_settings_and_missing_stores(stores: Path, tmp_path: Path) -> None:
     with pytest.raises(StoreError, match=r"no train\.h5 or valid\.h5; run `srpipe prepare"):
         train(Pipeline(train=TrainConfig()), workspace=ws)
     with pytest.raises(ConfigError, match=r"train\.batch_size: must be >= 1, got 0"):
-        train(tiny(stores), workspace=ws, overrides=["batch_size=0"])
+        train(configure(tiny(stores), ["batch_size=0"], table="train"), workspace=ws)
     with pytest.raises(ConfigError, match="unknown key 'colour'"):
-        train(tiny(stores), workspace=ws, overrides=["colour=1"])
+        train(configure(tiny(stores), ["colour=1"], table="train"), workspace=ws)
     done = train(tiny(stores, iterations=1), workspace=ws, run_dir=tmp_path / "r")
     with pytest.raises(UsageError, match="already holds a training run"):
         train(tiny(stores), workspace=ws, run_dir=done.run_dir)
     with pytest.raises(ConfigError, match="cannot change the model"):
-        train(None, workspace=ws, resume=done.run_dir, overrides=["model.n_feats=16"])
+        train(configure(load_pipeline(done.run_dir / "config.toml"), ["model.n_feats=16"], table="train"),
+              workspace=ws, resume=done.run_dir)
 
 
 @pytest.mark.slow

@@ -1,5 +1,7 @@
-"""The data layer: HDF5 patch stores (``store``), finding inputs (``sources``), ``srpipe prepare``
-(``prepare``) and the torch Datasets that feed training and validation (``dataset``).
+"""The data layer: HDF5 patch stores (``store``, ``recovery``, ``summary``), finding inputs
+(``sources``), the per-image work of ``srpipe prepare`` (``work``; the stage itself is
+:mod:`srpipe.prepare`), generated images (``synthetic``), LR degradations (``degrade``) and the
+torch Datasets that feed training and validation (``dataset``).
 
 Importing this package imports nothing heavy; import the submodules you need.
 """

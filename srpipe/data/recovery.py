@@ -22,43 +22,38 @@ log = logging.getLogger("srpipe.data.store")
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 
+# lookup3's mix() on v = [a, b, c], one step per row (x, y, z, k): v[x] -= v[y]; v[x] ^= rot(v[y], k);
+# v[y] += v[z]. Its final(), one step per row (x, y, k): v[x] ^= v[y]; v[x] -= rot(v[y], k).
+_MIX = ((0, 2, 1, 4), (1, 0, 2, 6), (2, 1, 0, 8), (0, 2, 1, 16), (1, 0, 2, 19), (2, 1, 0, 4))
+_FINAL = ((2, 1, 14), (0, 2, 11), (1, 0, 25), (2, 1, 16), (0, 2, 4), (1, 0, 14), (2, 1, 24))
+_M = 0xFFFFFFFF
+
+
 def _rotl(x: int, k: int) -> int:
-    return ((x << k) | (x >> (32 - k))) & 0xFFFFFFFF
+    return ((x << k) | (x >> (32 - k))) & _M
+
+
+def _add_words(v: list[int], block: bytes) -> None:
+    for j in range(3):
+        v[j] = (v[j] + int.from_bytes(block[4 * j : 4 * j + 4], "little")) & _M
 
 
 def lookup3(data: bytes, initval: int = 0) -> int:
     """Bob Jenkins' lookup3 ``hashlittle``: the checksum HDF5 puts on its metadata (superblock v2+)."""
-    m = 0xFFFFFFFF
-    a = b = c = (0xDEADBEEF + len(data) + initval) & m
+    v = [(0xDEADBEEF + len(data) + initval) & _M] * 3
     i = 0
     while len(data) - i > 12:
-        a = (a + int.from_bytes(data[i : i + 4], "little")) & m
-        b = (b + int.from_bytes(data[i + 4 : i + 8], "little")) & m
-        c = (c + int.from_bytes(data[i + 8 : i + 12], "little")) & m
-        a = (a - c) & m ^ _rotl(c, 4)
-        c = (c + b) & m
-        b = (b - a) & m ^ _rotl(a, 6)
-        a = (a + c) & m
-        c = (c - b) & m ^ _rotl(b, 8)
-        b = (b + a) & m
-        a = (a - c) & m ^ _rotl(c, 16)
-        c = (c + b) & m
-        b = (b - a) & m ^ _rotl(a, 19)
-        a = (a + c) & m
-        c = (c - b) & m ^ _rotl(b, 4)
-        b = (b + a) & m
+        _add_words(v, data[i : i + 12])
+        for x, y, z, k in _MIX:
+            v[x] = ((v[x] - v[y]) & _M) ^ _rotl(v[y], k)
+            v[y] = (v[y] + v[z]) & _M
         i += 12
     if i == len(data):
-        return c
-    tail = data[i:].ljust(12, b"\0")
-    a = (a + int.from_bytes(tail[0:4], "little")) & m
-    b = (b + int.from_bytes(tail[4:8], "little")) & m
-    c = (c + int.from_bytes(tail[8:12], "little")) & m
-    for x, y, k in ((2, 1, 14), (0, 2, 11), (1, 0, 25), (2, 1, 16), (0, 2, 4), (1, 0, 14), (2, 1, 24)):
-        v = [a, b, c]
-        v[x] = ((v[x] ^ v[y]) - _rotl(v[y], k)) & m
-        a, b, c = v
-    return c
+        return v[2]
+    _add_words(v, data[i:].ljust(12, b"\0"))
+    for x, y, k in _FINAL:
+        v[x] = ((v[x] ^ v[y]) - _rotl(v[y], k)) & _M
+    return v[2]
 
 
 def clear_open_for_write(path: Path) -> bool:

@@ -3,8 +3,8 @@
 Arrays follow the imaging contract: ``H×W`` gray, ``H×W×3`` RGB or ``H×W×4`` RGBA, ``uint8``/``uint16``.
 The model sees ``H×W×3`` float32 in [0, 1] (``to_rgb_float``); its output goes back to the source's
 dtype and channel layout with ``from_rgb_float``. Alpha never goes through these two: split it off
-(``split_alpha``), treat it as a gray image, and ``merge_alpha`` the results; ``settled_alpha`` finds
-where the source's alpha is fully transparent or fully opaque all around, to keep it exactly so.
+(``split_alpha``) and treat it as a gray image; ``settled_alpha`` finds where the source's alpha is
+fully transparent or fully opaque all around, to keep it exactly so.
 """
 
 from __future__ import annotations
@@ -39,18 +39,6 @@ def rgb_to_y_uint8(rgb: np.ndarray) -> np.ndarray:
     return np.clip(np.floor(rgb_to_y(rgb) + 0.5), 0, 255).astype(np.uint8)
 
 
-def scoring_channel(pixels: np.ndarray) -> np.ndarray:
-    """The channel papers score PSNR/SSIM on, as float64 on the [0, 255] scale, not rounded.
-
-    RGB → MATLAB Y (``rgb_to_y``); gray (``H×W``) → the gray values themselves, since pushing a gray
-    image through the Y formula compresses it to 16..235 and inflates its PSNR. RGBA is refused:
-    score the colour part from ``split_alpha``. Rounding is the metric's choice (``rgb_to_y_uint8``).
-    """
-    if pixels.ndim == 2:
-        return pixels.astype(np.float64)
-    return rgb_to_y(pixels)
-
-
 def split_alpha(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     """``(colour, alpha)``: RGBA → contiguous ``H×W×3`` and ``H×W`` copies; anything else → ``(pixels,
     None)`` unchanged."""
@@ -83,22 +71,6 @@ def _window(plane: np.ndarray, radius: int, op: np.ufunc) -> np.ndarray:
         for k in range(1, 2 * radius + 1):
             op(out, np.take(padded, np.arange(k, k + n), axis=axis), out=out)
     return out
-
-
-def merge_alpha(color: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
-    """Inverse of ``split_alpha``: ``H×W×3`` (or gray ``H×W``, replicated) + ``H×W`` alpha → RGBA.
-
-    ``alpha`` None returns ``color`` unchanged. Sizes and dtypes must match (``ValueError`` otherwise).
-    """
-    if alpha is None:
-        return color
-    if alpha.shape != color.shape[:2] or alpha.dtype != color.dtype:
-        raise ValueError(f"alpha {alpha.shape} {alpha.dtype} does not match colour {color.shape} "
-                         f"{color.dtype}")
-    rgb = np.repeat(color[..., None], 3, axis=2) if color.ndim == 2 else color
-    if rgb.shape[2] != 3:
-        raise ValueError(f"merge_alpha expects H×W or H×W×3 colour, got shape {color.shape}")
-    return np.concatenate([rgb, alpha[..., None]], axis=2)
 
 
 def to_rgb_float(pixels: np.ndarray) -> np.ndarray:

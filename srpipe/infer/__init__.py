@@ -1,4 +1,4 @@
-"""Inference: the one tiled engine, its backends, the tile planner and blender, and the batch runner.
+"""Inference: the one tiled engine, its backends, the tile planner and blender, and the batch loop.
 
 - ``upscaler``: ``TiledUpscaler``, one image (uint8/uint16, gray/RGB/RGBA) in, its upscaled copy out.
 - ``backends``: the ``Backend`` protocol, ``TorchBackend``, and which backend runs an ONNX file.
@@ -9,5 +9,6 @@
 - ``measured``: the overlap of models that do not state it, measured once and cached.
 - ``files``: walking inputs, mirroring the tree under ``--out``, output naming and path safety, sharding.
 - ``manifest``: what made each output in ``--out``, so reruns redo exactly the stale outputs.
-- ``runner``: ``srpipe process`` (threads for decode/encode, per-file isolation, report).
+- ``runner``: the threaded loop of ``srpipe process`` (decode, upscale and encode overlap; one
+  ``FileResult`` per file). The stage itself is :mod:`srpipe.process`.
 """

@@ -37,7 +37,8 @@ import numpy as np
 from srpipe.contract import ModelDescriptor, describe
 from srpipe.errors import InputError, SrpipeError, UsageError
 from srpipe.hardware import cpu_has_bf16
-from srpipe.infer.session import PROBE_SHAPE, check_output, cpu_threads, probe_input_spec
+from srpipe.infer.session import PROBE_SHAPE, check_output, probe_input_spec
+from srpipe.parallel import usable_cores
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ class OvSession:
         ctx = multiprocessing.get_context("spawn")
         self._conn, child = ctx.Pipe()
         self._proc = ctx.Process(target=_serve, name="srpipe-openvino", daemon=True,
-                                 args=(child, str(self.path), precision, threads or cpu_threads(),
+                                 args=(child, str(self.path), precision, threads or usable_cores(),
                                        os.getpid(), not desc.srpipe))
         self._proc.start()
         child.close()

@@ -25,6 +25,7 @@ import numpy as np
 
 from srpipe.contract import MetaKey, ModelDescriptor, describe, describe_props
 from srpipe.errors import InputError, ModelNotFoundError, UsageError
+from srpipe.parallel import usable_cores
 from srpipe.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -147,14 +148,6 @@ def check_output(path: Path, in_shape: tuple[int, ...], out_shape: tuple[int, ..
     return scale
 
 
-def cpu_threads() -> int:
-    """Cores this process may use (respects affinity masks and container CPU sets)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
-
-
 class OrtSession:
     """One ONNX Runtime session; ``run`` maps NCHW float32 batches to their upscaled outputs.
 
@@ -174,7 +167,7 @@ class OrtSession:
         self.device_id = device_id
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL  # fusions, NCHWc on CPU
-        so.intra_op_num_threads = threads if threads > 0 else cpu_threads()
+        so.intra_op_num_threads = threads if threads > 0 else usable_cores()
         so.inter_op_num_threads = 1  # EDSR is one chain of convs: nothing to run side by side
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         so.enable_mem_pattern = True

@@ -103,11 +103,6 @@ def plan_tiles(height: int, width: int, *, tile: int, overlap: int) -> TilePlan:
     return TilePlan(height, width, plan_axis(height, tile, overlap), plan_axis(width, tile, overlap))
 
 
-def extra_compute(height: int, width: int, *, tile: int, overlap: int) -> float:
-    """Shorthand for ``plan_tiles(...).extra_compute``."""
-    return plan_tiles(height, width, tile=tile, overlap=overlap).extra_compute
-
-
 def rising_weights(overlap: int, scale: int) -> np.ndarray:
     """Weights (float64, ``overlap · scale`` HR pixels) of the *later* tile across a shared strip.
 

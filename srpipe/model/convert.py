@@ -35,7 +35,6 @@ import torch
 
 from srpipe.config import DIV2K_RGB_MEAN, ModelConfig
 from srpipe.errors import CheckpointError
-from srpipe.model.edsr import EDSR
 
 log = logging.getLogger(__name__)
 _PREFIXES = ("module.", "_orig_mod.")
@@ -181,32 +180,6 @@ def convert_state_dict(
     log.info("%s: %s layout, x%d, %d blocks, %d features", source, layout, cfg.scale, cfg.n_resblocks,
              cfg.n_feats)
     return cfg, srp
-
-
-def export_state_dict(model: EDSR, layout: Literal["edsr-pytorch", "basicsr"], *,
-                      rgb_range: float = 255.0) -> StateDict:
-    """The inverse of :func:`convert_state_dict`: srpipe weights in a foreign layout (e.g. for BasicSR)."""
-    srp = {k: v.detach().float().cpu() for k, v in model.state_dict().items() if k != "rgb_mean"}
-    n = len(model.body)
-    inverse = {dst: src for src, dst in _FIXED[layout]}
-    if layout == "edsr-pytorch":
-        inverse["body_tail"] = f"body.{n}"
-    out: StateDict = {}
-    for key, value in srp.items():
-        module, _, param = key.rpartition(".")
-        if (m := re.match(r"^body\.(\d+)\.conv([12])$", module)) is not None:
-            block, conv = m.group(1), m.group(2)
-            pt_name = f"body.{block}.body.{int(conv) * 2 - 2}"  # conv1 → body.0, conv2 → body.2
-            name = pt_name if layout == "edsr-pytorch" else f"body.{block}.conv{conv}"
-        else:
-            name = inverse[module]
-        out[f"{name}.{param}"] = value * rgb_range if param == "bias" else value.clone()
-    if layout == "edsr-pytorch":
-        mean = model.rgb_mean.detach().float().cpu().flatten() * rgb_range
-        eye = torch.eye(3).view(3, 3, 1, 1)
-        out.update({"sub_mean.weight": eye.clone(), "sub_mean.bias": -mean, "add_mean.weight": eye.clone(),
-                    "add_mean.bias": mean.clone()})
-    return out
 
 
 def extract_state_dict(obj: Any, *, source: str) -> StateDict:

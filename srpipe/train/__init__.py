@@ -5,5 +5,6 @@ Modules: ``run`` (entry point :func:`srpipe.train.run.train`, run-directory sele
 (where training batches come from), ``optim`` (optimizer, schedule, loss, EMA), ``state``
 (checkpoint/resume state and RNG), ``validate`` (validation and comparison pictures), ``distributed``
 (torchrun/DDP setup), ``runtime`` (precision/memory-format choices, config checks, signals),
-``meter`` (speed and loss bookkeeping), ``result`` (what a sitting did). docs/train.md describes it.
+``meter`` (speed and loss bookkeeping), ``report`` (what a sitting did: ``TrainReport``). docs/train.md
+describes it.
 """

@@ -136,3 +136,25 @@ def device_batches(source: DeviceBatches, *, start: int, stop: int, batch_size: 
     for it in range(start, stop):
         yield source.batch(iteration_indices(it, batch_size=batch_size, rank=rank, world_size=world_size),
                            channels_last)
+
+
+def training_batches(dataset: PatchDataset, *, start: int, stop: int, batch_size: int, rank: int,
+                     world_size: int, workers: int, device: torch.device, channels_last: bool,
+                     on_device: bool) -> tuple[Iterator[Batch], str]:
+    """The batches of iterations ``start`` to ``stop`` and where they come from: ``"device"`` (the whole
+    store held on ``device``: ``on_device`` asked and the store needs less than half its free memory)
+    or ``"loader"`` (:func:`loader_batches`)."""
+    if on_device:
+        need = store_bytes(dataset.info.path, dataset.scale)
+        free = free_bytes(device)
+        if need < free // 2:  # leave room for the model, activations and the allocator's slack
+            log.info("holding the store on %s (%.2f GiB)", device, need / 2**30)
+            feed = device_batches(DeviceBatches(dataset, device), start=start, stop=stop,
+                                  batch_size=batch_size, rank=rank, world_size=world_size,
+                                  channels_last=channels_last)
+            return feed, "device"
+        log.warning("data_on_device: the store needs %.2f GiB but only %.2f GiB are free on %s; "
+                    "using the DataLoader", need / 2**30, free / 2**30, device)
+    return loader_batches(dataset, start=start, stop=stop, batch_size=batch_size, rank=rank,
+                          world_size=world_size, workers=workers, device=device,
+                          channels_last=channels_last), "loader"

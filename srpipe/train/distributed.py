@@ -18,10 +18,12 @@ import torch
 import torch.distributed as dist
 
 from srpipe.errors import UsageError
+from srpipe.hardware import resolve_device
 
 log = logging.getLogger(__name__)
 
 _REQUIRED_ENV = ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+NO_GPU = "train.device = 'cuda' but PyTorch sees no CUDA GPU; use device = 'auto' or 'cpu'"
 
 
 @dataclass(frozen=True)
@@ -44,28 +46,17 @@ class DistContext:
         return self.rank == 0
 
 
-def resolve_device(preference: Literal["auto", "cuda", "cpu"], local_rank: int = 0) -> torch.device:
-    """``auto`` → CUDA when a GPU is visible, else CPU; ``cuda`` without a GPU is a ``UsageError``."""
-    if preference == "cpu":
-        return torch.device("cpu")
-    if torch.cuda.is_available():
-        return torch.device("cuda", local_rank % torch.cuda.device_count())
-    if preference == "cuda":
-        raise UsageError("train.device = 'cuda' but PyTorch sees no CUDA GPU; use device = 'auto' or 'cpu'")
-    return torch.device("cpu")
-
-
 def setup(preference: Literal["auto", "cuda", "cpu"]) -> DistContext:
     """Join the torchrun job described by the environment (or run alone); see the module docstring."""
     world = int(os.environ.get("WORLD_SIZE", "1") or 1)
     if world <= 1:
-        return DistContext(device=resolve_device(preference))
+        return DistContext(device=resolve_device(preference, 0, no_gpu=NO_GPU))
     missing = [name for name in _REQUIRED_ENV if not os.environ.get(name)]
     if missing:
         raise UsageError(f"WORLD_SIZE={world} but {', '.join(missing)} unset; launch multi-process training "
                          "with torchrun (docs/train.md, 'Multi-GPU')")
     rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
-    device = resolve_device(preference, local_rank)
+    device = resolve_device(preference, local_rank, no_gpu=NO_GPU)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     backend = "nccl" if device.type == "cuda" else "gloo"

@@ -1,7 +1,7 @@
 """The training loop of one process (of one, or of a torchrun job).
 
 Contract of :func:`fit`: trains ``cfg.model`` from ``state.iteration`` (0, or a resumed checkpoint's)
-up to ``cfg.iterations`` and returns a :class:`TrainResult`. Each iteration: set the learning rate
+up to ``cfg.iterations`` and returns a :class:`TrainReport`. Each iteration: set the learning rate
 from the iteration (:func:`srpipe.train.optim.lr_at`), forward under autocast, loss in float32, and —
 only if the loss (averaged over ranks) is finite — backward, optional clipping, optimizer step,
 EMA update. A non-finite loss skips the step; ``max_bad_steps`` in a row raise ``TrainingError``.
@@ -37,7 +37,7 @@ from srpipe.train import distributed as dist_util
 from srpipe.train import state as ts
 from srpipe.train.distributed import DistContext
 from srpipe.train.meter import Meter
-from srpipe.train.result import TrainResult
+from srpipe.train.report import TrainReport
 from srpipe.train.rundir import MetricsLog, RunDir
 
 log = logging.getLogger(__name__)
@@ -59,15 +59,7 @@ class Trainer:
             torch.backends.cudnn.benchmark = cfg.cudnn_benchmark
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
-        self.dataset = PatchDataset(stores / "train.h5", scale=cfg.model.scale, patch_size=cfg.patch_size,
-                                    augment=True, seed=cfg.seed, length=cfg.iterations * cfg.batch_size,
-                                    degrade=cfg.degrade)
-        self.vset = ValidationSet(stores / "valid.h5", scale=cfg.model.scale, degrade=cfg.degrade,
-                                  seed=cfg.seed) if cfg.val_every else None
-        if self.vset is not None and len(self.vset) == 0:
-            raise StoreError(f"{stores / 'valid.h5'}: holds no validation images; re-run `srpipe prepare` "
-                             "with valid_count > 0, or set train.val_every = 0")
-
+        self._open_data(stores)
         torch.manual_seed(cfg.seed)  # same initial weights on every rank (DDP also broadcasts rank 0's)
         self.model = build_model(cfg.model)
         self.init_report: str | None = None
@@ -95,40 +87,44 @@ class Trainer:
         self.optimizer = optim.build_optimizer(cfg, self.model.parameters(), device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.dtype == torch.float16)
         self.loss_fn = optim.make_loss(cfg)
-        self.state = ts.TrainState()
-        if resume is not None:
-            self.optimizer.load_state_dict(resume.optimizer)
-            if resume.scaler and self.scaler.is_enabled():
-                self.scaler.load_state_dict(resume.scaler)
-            self.state = dataclasses.replace(resume.state)
-            if len(resume.rng) == ctx.world_size:
-                ts.restore_rng(resume.rng[ctx.rank])
-            elif resume.rng:
-                log.info("resuming with %d processes instead of %d: the data stream is unchanged (global "
-                         "batch); RNG states are not restored", ctx.world_size, len(resume.rng))
+        self.state = self._restore(resume) if resume is not None else ts.TrainState()
         self.last_saved = self.state.iteration
         self.metrics = MetricsLog(run.metrics, tensorboard_dir=run.tensorboard if cfg.tensorboard else None) \
             if ctx.is_main else None
         self.data_source = "loader"
 
+    def _open_data(self, stores: Path) -> None:
+        cfg = self.cfg
+        self.dataset = PatchDataset(stores / "train.h5", scale=cfg.model.scale, patch_size=cfg.patch_size,
+                                    augment=True, seed=cfg.seed, length=cfg.iterations * cfg.batch_size,
+                                    degrade=cfg.degrade)
+        self.vset = ValidationSet(stores / "valid.h5", scale=cfg.model.scale, degrade=cfg.degrade,
+                                  seed=cfg.seed) if cfg.val_every else None
+        if self.vset is not None and len(self.vset) == 0:
+            raise StoreError(f"{stores / 'valid.h5'}: holds no validation images; re-run `srpipe prepare` "
+                             "with valid_count > 0, or set train.val_every = 0")
+
+    def _restore(self, resume: ts.Resumed) -> ts.TrainState:
+        """Optimizer, scaler and RNG of a resumed run; returns its training state."""
+        ctx = self.ctx
+        self.optimizer.load_state_dict(resume.optimizer)
+        if resume.scaler and self.scaler.is_enabled():
+            self.scaler.load_state_dict(resume.scaler)
+        if len(resume.rng) == ctx.world_size:
+            ts.restore_rng(resume.rng[ctx.rank])
+        elif resume.rng:
+            log.info("resuming with %d processes instead of %d: the data stream is unchanged (global "
+                     "batch); RNG states are not restored", ctx.world_size, len(resume.rng))
+        return dataclasses.replace(resume.state)
+
     # ---- data ----
     def _batches(self, start: int) -> Iterator[batches.Batch]:
         cfg, ctx = self.cfg, self.ctx
-        if cfg.data_on_device:
-            need = batches.store_bytes(self.dataset.info.path, cfg.model.scale)
-            free = batches.free_bytes(self.device)
-            if need < free // 2:  # leave room for the model, activations and the allocator's slack
-                self.data_source = "device"
-                log.info("holding the store on %s (%.2f GiB)", self.device, need / 2**30)
-                return batches.device_batches(batches.DeviceBatches(self.dataset, self.device), start=start,
-                                              stop=cfg.iterations, batch_size=cfg.batch_size, rank=ctx.rank,
-                                              world_size=ctx.world_size, channels_last=self.channels_last)
-            log.warning("data_on_device: the store needs %.2f GiB but only %.2f GiB are free on %s; "
-                        "using the DataLoader", need / 2**30, free / 2**30, self.device)
-        return batches.loader_batches(self.dataset, start=start, stop=cfg.iterations,
-                                      batch_size=cfg.batch_size, rank=ctx.rank, world_size=ctx.world_size,
-                                      workers=cfg.workers, device=self.device,
-                                      channels_last=self.channels_last)
+        feed, self.data_source = batches.training_batches(
+            self.dataset, start=start, stop=cfg.iterations, batch_size=cfg.batch_size, rank=ctx.rank,
+            world_size=ctx.world_size, workers=cfg.workers, device=self.device,
+            channels_last=self.channels_last, on_device=cfg.data_on_device)
+        return feed
 
     # ---- one iteration ----
     def _step(self, lr_img: torch.Tensor, hr: torch.Tensor, lr: float, stop: bool) -> tuple[float, bool]:
@@ -208,7 +204,7 @@ class Trainer:
             ckpt_io.save_checkpoint(self.run_dir.best, model_config=mcfg, model_state=state, extra=slim)
 
     # ---- the loop ----
-    def run(self) -> TrainResult:
+    def run(self) -> TrainReport:
         cfg, ctx, st = self.cfg, self.ctx, self.state
         start, sitting_t0, stopped_early = st.iteration, time.perf_counter(), False
         elapsed_before = st.elapsed_s
@@ -236,7 +232,7 @@ class Trainer:
             if self.metrics is not None:
                 self.metrics.close()
         best = math.isfinite(st.best_psnr)
-        return TrainResult(
+        return TrainReport(
             run_dir=self.run_dir.root, iteration=st.iteration, iterations=cfg.iterations,
             start_iteration=start,
             best_psnr_y=st.best_psnr if best else None, best_iteration=st.best_iteration if best else None,
@@ -297,6 +293,6 @@ class Trainer:
 
 
 def fit(cfg: TrainConfig, run: RunDir, *, ctx: DistContext, stores: Path, resume: ts.Resumed | None = None,
-        progress: ProgressFn | None = None) -> TrainResult:
+        progress: ProgressFn | None = None) -> TrainReport:
     """Train one run (see the module docstring); every rank of a torchrun job calls it."""
     return Trainer(cfg, run, ctx=ctx, stores=stores, resume=resume, progress=progress).run()

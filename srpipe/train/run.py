@@ -1,48 +1,46 @@
-"""``srpipe train`` entry point: pick or create the run directory, resolve the config, train.
+"""``srpipe train`` entry point: pick or create the run directory, train.
+
+The stage: :func:`train` takes a :class:`~srpipe.config.Pipeline` (training needs its name, its
+``[train]`` table and, for install checks, its ``[prepare]`` table) and returns a
+:class:`~srpipe.train.report.TrainReport`. :func:`starting_point` gives the command its base config;
+``--set`` reaches ``[train]`` through :func:`srpipe.config.configure` (``table="train"``).
 
 Contract of :func:`train` (called once per process; under torchrun every rank calls it):
 
-- New run (``resume`` None): the pipeline with ``overrides`` applied; the run directory is ``run_dir`` or
+- New run (``resume`` None): the run directory is ``run_dir`` or
   ``<workspace>/runs/<pipeline>-<YYYYmmdd-HHMMSS>`` (rank 0 picks the name, every rank uses it). A
   directory that already holds a checkpoint is refused (pass ``resume`` instead).
-- Resume (``resume`` True → the workspace's most recently saved run; a Path → that run): the config is
-  the run's ``config.toml`` with ``overrides`` applied (e.g. ``iterations=600000`` to train longer);
-  the model may not change. Training continues from ``checkpoints/last.pt`` exactly.
+- Resume (``resume`` True → the workspace's latest run, ``rundir.latest_run``; a Path → that run): the
+  config is ``pipeline`` (the run's ``config.toml`` with overrides such as ``iterations=600000`` to
+  train longer), or the run's ``config.toml`` itself when ``pipeline`` is None; the model may not
+  change. Training continues from ``checkpoints/last.pt`` exactly.
 - Stores: ``train.stores`` or the workspace's ``stores/``; a missing store is a ``StoreError`` that
   says to run ``srpipe prepare``, except for a pipeline with ``synthetic_images`` (the ``smoke``
   install check) and no ``train.stores``: it prepares its own stores from generated images under
   ``<workspace>/synthetic/<pipeline>/`` (once; a re-run finds them up to date) and says so.
 - Every value is checked (``ConfigError`` naming the key) before anything is created.
 - Rank 0 writes ``config.toml``, the checkpoints, ``metrics.csv`` and ``train.log`` (the ``srpipe``
-  loggers' records during the run). Overrides use keys of ``[train]`` (``lr=2e-4``,
-  ``model.n_feats=32``); a leading ``train.`` is accepted too.
+  loggers' records during the run).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from srpipe.config import Pipeline, TrainConfig, apply_overrides, load_pipeline
+from srpipe.config import Pipeline, TrainConfig, load_pipeline
 from srpipe.errors import ConfigError, InputError, StoreError, UsageError
 from srpipe.progress import ProgressFn
 from srpipe.train import distributed, runtime
 from srpipe.train.loop import fit
-from srpipe.train.result import TrainResult
+from srpipe.train.report import TrainReport
 from srpipe.train.rundir import RunDir, latest_run, new_run_name, write_config
 from srpipe.train.state import read_resume
 from srpipe.workspace import Workspace
 
 log = logging.getLogger(__name__)
-
-
-def apply_train_overrides(pipeline: Pipeline, overrides: Sequence[str]) -> Pipeline:
-    """``pipeline`` with ``key=value`` overrides applied to its ``[train]`` table."""
-    keys = [o[len("train."):] if o.startswith("train.") else o for o in overrides]
-    return dataclasses.replace(pipeline, train=apply_overrides(pipeline.train, keys, source="--set"))
 
 
 def resolve_stores(cfg: TrainConfig, workspace: Workspace) -> Path:
@@ -67,8 +65,8 @@ def synthetic_stores(pipeline: Pipeline, workspace: Workspace) -> Path | None:
 
 def prepare_synthetic(pipeline: Pipeline, folder: Path) -> Path:
     """Generate ``pipeline.synthetic_images`` images in ``folder/images`` and prepare ``folder/stores``."""
-    from srpipe.data.prepare import prepare
     from srpipe.data.synthetic import write_synthetic_images
+    from srpipe.prepare import prepare
 
     size = max(2 * pipeline.prepare.hr_size, 8 * max(pipeline.prepare.scales))
     log.info("no stores in the workspace: the %s recipe trains on %d generated %dx%d images instead, "
@@ -80,14 +78,18 @@ def prepare_synthetic(pipeline: Pipeline, folder: Path) -> Path:
 
 
 def find_resume_dir(resume: Path | bool, workspace: Workspace) -> Path:
-    """The run directory to resume: the given one, or the workspace's most recently saved run."""
+    """The run directory to resume: the given one, or the workspace's latest run (``rundir.latest_run``)."""
     if resume is True:
-        found = latest_run(workspace.runs)
-        if found is None:
+        latest = latest_run(workspace.runs)
+        if latest is None:
             raise InputError(f"{workspace.runs}: no run with a checkpoint to resume; "
                              "start one with `srpipe train`")
-        return found
-    run = Path(resume)  # type: ignore[arg-type]
+        if not RunDir(latest).last.is_file():
+            raise InputError(f"{latest}: the latest run has no checkpoints/last.pt to resume (it stopped "
+                             "before saving one); name another with --resume RUN_DIR, or start a new run")
+        run = latest
+    else:
+        run = Path(resume)  # type: ignore[arg-type]
     if not RunDir(run).last.is_file():
         raise InputError(f"{run}: not a run directory with checkpoints/last.pt; nothing to resume")
     if not RunDir(run).config.is_file():
@@ -95,9 +97,23 @@ def find_resume_dir(resume: Path | bool, workspace: Workspace) -> Path:
     return run
 
 
-def _resume_pipeline(run: RunDir, overrides: Sequence[str]) -> Pipeline:
+def starting_point(pipeline: str | None, resume: Path | bool | None,
+                   workspace: Workspace) -> tuple[Pipeline, Path | None]:
+    """What ``srpipe train`` starts from, before ``--set``: the named pipeline (default
+    ``edsr-baseline-x4``) for a new run, or the ``config.toml`` of the run to resume, and that run."""
+    if resume is None or resume is False:
+        return load_pipeline(pipeline or "edsr-baseline-x4"), None
+    if pipeline is not None:
+        raise UsageError("--resume takes the configuration from the run's config.toml; drop --pipeline "
+                         "(use --set to change settings such as iterations)")
+    root = find_resume_dir(resume, workspace)
+    return load_pipeline(RunDir(root).config), root
+
+
+def _resume_pipeline(run: RunDir, pipeline: Pipeline | None) -> Pipeline:
     saved = load_pipeline(run.config)
-    pipeline = apply_train_overrides(saved, overrides)
+    if pipeline is None:
+        return saved
     if pipeline.train.model != saved.train.model:
         raise ConfigError(f"--set cannot change the model of a run being resumed ({run.root}); start a "
                           "new run with train.init_from pointing at it instead")
@@ -148,22 +164,15 @@ def _run_logging(path: Path, is_main: bool) -> Iterator[None]:
             h.setLevel(level)
 
 
-def train(pipeline: Pipeline | None, *, workspace: Workspace, overrides: Sequence[str] = (),
-          run_dir: Path | None = None, resume: Path | bool | None = None,
-          progress: ProgressFn | None = None) -> TrainResult:
+def train(pipeline: Pipeline | None, *, workspace: Workspace, run_dir: Path | None = None,
+          resume: Path | bool | None = None, progress: ProgressFn | None = None) -> TrainReport:
     """Train a new run of ``pipeline`` or resume one; see the module docstring."""
+    run: RunDir | None = None
     if resume is not None and resume is not False:
-        if pipeline is not None:
-            raise UsageError("--resume takes the configuration from the run's config.toml; drop --pipeline "
-                             "(use --set to change settings such as iterations)")
-        root = find_resume_dir(resume, workspace)
-        run = RunDir(root)
-        pipeline = _resume_pipeline(run, overrides)
-    else:
-        if pipeline is None:
-            raise UsageError("no pipeline given")
-        pipeline = apply_train_overrides(pipeline, overrides)
-        run = None
+        run = RunDir(find_resume_dir(resume, workspace))
+        pipeline = _resume_pipeline(run, pipeline)
+    elif pipeline is None:
+        raise UsageError("no pipeline given")
     cfg = pipeline.train
     synthetic = synthetic_stores(pipeline, workspace)
     stores = resolve_stores(cfg, workspace) if synthetic is None else synthetic / "stores"

@@ -83,11 +83,26 @@ def new_run_name(pipeline_name: str) -> str:
 
 
 def latest_run(runs: Path) -> Path | None:
-    """The run under ``runs`` whose ``checkpoints/last.pt`` was written most recently, or None."""
+    """The run under ``runs`` trained most recently, or None: of the folders holding a ``config.toml``
+    or a checkpoint, the one whose ``config.toml``, ``checkpoints/last.pt`` or ``checkpoints/best.pt``
+    was written last (a start or resume writes ``config.toml``, every save a checkpoint); ties go to
+    the later name. Install-check runs count like any other (docs/train.md, "The latest run")."""
     if not runs.is_dir():
         return None
-    candidates = [d for d in runs.iterdir() if (RunDir(d).last).is_file()]
-    return max(candidates, key=lambda d: RunDir(d).last.stat().st_mtime, default=None)
+    written: list[tuple[int, str, Path]] = []
+    for folder in runs.iterdir():
+        run = RunDir(folder)
+        times = [t for t in map(_mtime_ns, (run.config, run.last, run.best)) if t is not None]
+        if times:
+            written.append((max(times), folder.name, folder))
+    return max(written)[2] if written else None
+
+
+def _mtime_ns(path: Path) -> int | None:
+    try:
+        return path.stat().st_mtime_ns if path.is_file() else None
+    except OSError:
+        return None
 
 
 # ---- config.toml ----

@@ -1,5 +1,8 @@
 """``srpipe prepare``: input images → ``train.h5`` (HR sub-images + aligned LR) and ``valid.h5`` (whole).
 
+The stage: :func:`prepare` takes a :class:`~srpipe.config.PrepareConfig` and returns a
+:class:`PrepareReport`. The store format, its reader and the inputs live in :mod:`srpipe.data`.
+
 Contract of :func:`prepare` (details in docs/prepare.md, the format in docs/store-format.md):
 
 - Pixels: RGBA drops alpha, gray is replicated to RGB, 16-bit becomes 8-bit as round(x / 257); then,
@@ -27,13 +30,15 @@ import tempfile
 import time
 from concurrent.futures import Executor
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from srpipe.config import PrepareConfig
 from srpipe.data import store as st
-from srpipe.data.report import PrepareSummary, summarise
 from srpipe.data.sources import Source, find_inputs, fingerprint
+from srpipe.data.summary import SplitSummary, summarise
 from srpipe.data.work import Decoded, Skip, Task, process_image
+from srpipe.data.writer import StoreWriter
 from srpipe.digest import file_sha256
 from srpipe.errors import ConfigError, OutputError, SrpipeError, StoreError
 from srpipe.parallel import make_pool, ordered_map, usable_cores
@@ -42,6 +47,35 @@ from srpipe.progress import ProgressFn, report
 log = logging.getLogger(__name__)
 COLOR_RULE = "rgb8: drop alpha, replicate gray, uint16 -> round(x/257)"
 COMMIT_SECONDS = 1.0  # a killed run loses at most this much work; resume restarts after the last commit
+
+
+@dataclass(frozen=True)
+class PrepareReport:
+    """What :func:`prepare` did: one summary per store, read back from the finished store."""
+
+    root: Path
+    out: Path
+    layout: str  # "div2k" or "folder"
+    splits: tuple[SplitSummary, ...]  # train, then valid
+    seconds: float
+    megapixels: float  # HR megapixels decoded by this run (0 for a no-op)
+
+    @property
+    def failed(self) -> int:
+        """Inputs skipped because they could not be read (not those merely too small)."""
+        return sum(kind == "unreadable" for split in self.splits for _, kind, _ in split.skipped)
+
+    @property
+    def exit_code(self) -> int:
+        """1 when an input could not be read or no training sub-image came out, else 0."""
+        return 1 if self.failed or not self.splits[0].patches else 0
+
+    def to_dict(self) -> dict[str, object]:
+        d = asdict(self)
+        for s, split in zip(d["splits"], self.splits, strict=True):
+            s["official"] = [dict(asdict(o), share=o.share) for o in split.official]
+        d["failed"] = self.failed
+        return json.loads(json.dumps(d, default=str))
 
 
 def check_config(cfg: PrepareConfig) -> None:
@@ -127,7 +161,7 @@ def _same_content(final: Path, meta: st.StoreMeta, sources: tuple[Source, ...], 
 
 
 def prepare(root: Path, out: Path, cfg: PrepareConfig, *, force: bool = False,
-            progress: ProgressFn | None = None) -> PrepareSummary:
+            progress: ProgressFn | None = None) -> PrepareReport:
     """Build (or resume, or confirm) ``out/train.h5`` and ``out/valid.h5`` from the images under ``root``."""
     check_config(cfg)
     started = time.perf_counter()
@@ -153,8 +187,8 @@ def prepare(root: Path, out: Path, cfg: PrepareConfig, *, force: bool = False,
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
-    return PrepareSummary(root=Path(root), out=out, layout=inputs.layout, splits=tuple(summaries),
-                          seconds=time.perf_counter() - started, megapixels=mp_done)
+    return PrepareReport(root=Path(root), out=out, layout=inputs.layout, splits=tuple(summaries),
+                         seconds=time.perf_counter() - started, megapixels=mp_done)
 
 
 def _check_writable(out: Path) -> None:
@@ -169,7 +203,7 @@ def _check_writable(out: Path) -> None:
 def _write_split(split: str, sources: tuple[Source, ...], meta: st.StoreMeta, final: Path, cfg: PrepareConfig,
                  pool: Executor | None, window: int, progress: ProgressFn | None) -> tuple[str, float]:
     """Write (or resume) one store; returns its status and the HR megapixels decoded."""
-    writer = st.StoreWriter.open(final, meta)
+    writer = StoreWriter.open(final, meta)
     start = writer.inputs_done
     tasks = [_task(s, meta, cfg) for s in sources[start:]]
     t0 = last_commit = time.perf_counter()
@@ -197,7 +231,7 @@ def _write_split(split: str, sources: tuple[Source, ...], meta: st.StoreMeta, fi
     return ("resumed" if start else "written"), mp
 
 
-def _add(writer: st.StoreWriter, result: Decoded | Skip) -> None:
+def _add(writer: StoreWriter, result: Decoded | Skip) -> None:
     if isinstance(result, Skip):
         # Too-small images are routine (the summary counts them); unreadable ones deserve a warning.
         level = logging.DEBUG if result.kind == "too-small" else logging.WARNING
