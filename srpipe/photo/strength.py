@@ -70,8 +70,7 @@ class StrengthUpscaler:
         return up
 
     def _retire(self, up: TiledUpscaler) -> None:
-        for name in ("tiles", "computed_lr_pixels", "image_lr_pixels", "oom_retries"):
-            setattr(self._closed, name, getattr(self._closed, name) + getattr(up.stats, name))
+        _add(self._closed, up.stats)
         close = getattr(up.backend, "close", None)
         if close is not None:
             close()
@@ -94,8 +93,7 @@ class StrengthUpscaler:
     def stats(self) -> UpscaleStats:
         total = UpscaleStats(**vars(self._closed))
         for up in self._open.values():
-            for name in vars(total):
-                setattr(total, name, getattr(total, name) + getattr(up.stats, name))
+            _add(total, up.stats)
         return total
 
     @property
@@ -105,3 +103,9 @@ class StrengthUpscaler:
     def close(self) -> None:
         while self._open:
             self._retire(self._open.popitem(last=False)[1])
+
+
+def _add(total: UpscaleStats, more: UpscaleStats) -> None:
+    """Add ``more``'s counters into ``total``."""
+    for name, value in vars(more).items():
+        setattr(total, name, getattr(total, name) + value)
